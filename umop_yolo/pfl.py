@@ -1,0 +1,145 @@
+"""Progressive focal loss (PFL) with level-wise resampling (LRP): the UMOP loss core, in plain PyTorch.
+
+Wu et al., "Progressive Hard-case Mining across Pyramid Levels in Object Detection". Equation numbers below are the
+paper's. Nothing here imports Ultralytics; any dense detector can call it with one (..., N_l, C) logit/target pair
+per pyramid level (C classes last).
+
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=0.5, w=0.5, statistic="released", reduction="sum")
+    loss, stats = pfl(logits, targets, normalizer)  # stats["gamma"], stats["alpha"]: (L,) detached
+
+Soft targets. Dense detectors with IoU-aware assigners (e.g. TaskAlignedAssigner) train against scores t in [0, 1]
+instead of 0/1 labels. We use the quality-focal generalisation of Eq. (3)
+
+    FL(p, t) = alpha_t * |t - p| ** gamma * BCE(p, t),   alpha_t = alpha if t > 0 else 1 - alpha,
+
+which is exactly Eq. (3) for t in {0, 1} and, for soft t, is minimised at p = t. Likewise the statistic C_l measures
+each positive against its own target: "p" becomes p / t (capped at 1), so a positive that has reached its IoU-aware
+score counts as learned. For 0/1 targets both statistics are exactly the paper's / the released code's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+STATISTICS = ("released", "paper")
+REDUCTIONS = ("sum", "mean")
+_TINY = 1e-12  # keeps |t - p| ** gamma differentiable at p == t for any gamma > 0
+
+
+def focal_loss(logits: Tensor, targets: Tensor, gamma: Tensor | float, alpha: Tensor | float) -> Tensor:
+    """Elementwise sigmoid focal loss, Eq. (3), for 0/1 or soft targets; computed in fp32."""
+    x, t = logits.float(), targets.float()
+    p = x.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    modulator = (t - p).abs().clamp_min(_TINY).pow(gamma)
+    alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
+    return alpha_t * modulator * bce
+
+
+def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released") -> tuple[Tensor, Tensor]:
+    """Numerator and denominator of C_l for one level (fp32 scalars), so that C_l = f(num / den).
+
+    released: num = sum over positive entries of -log(p / t)+, den = their count (entries with p == 1 exactly are
+              dropped, as in the authors' code); C_l = num / den.
+    paper:    num = sum over positives of min(p, t), den = sum of their targets; C_l = -log(num / den), Eq. (4).
+    """
+    x, t = logits.detach().float(), targets.detach().float()
+    pos = t > 0
+    nll = -F.logsigmoid(x)  # -log p, stable for any logit (never log(sigmoid) under fp16)
+    if statistic == "released":
+        relative = (nll + t.clamp_min(_TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
+        counted = pos & (nll > 0)
+        return (relative * counted).sum(), counted.sum().float()
+    p = x.sigmoid()
+    return (torch.minimum(p, t) * pos).sum(), (t * pos).sum()
+
+
+class ProgressiveFocalLoss:
+    """Per-level focal loss whose gamma_l, alpha_l follow each level's classification quality (Eq. 1-5).
+
+    Args:
+        gamma: centre of the focusing parameter's range (2.0 in the paper).
+        delta: gamma_l = clamp(C_l, gamma - delta, gamma + delta), Eq. (4). delta = 0 gives plain focal loss.
+        w: alpha_l = w / gamma_l, Eq. (5). w = 0.5 keeps alpha = 0.25 at gamma = 2.
+        statistic: "released" (authors' code: mean of -log p over positives) or "paper" (Eq. 4: -log of mean p).
+        reduction: "sum" (authors' code: every level summed, divided by the batch's total positives) or "mean"
+            (Eq. 1: mean over levels of each level's loss / its own positives).
+        levelwise: True = LRP, one gamma_l per level; False = one gamma from all levels' positives (PFL alone).
+    """
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        delta: float = 0.5,
+        w: float = 0.5,
+        statistic: str = "released",
+        reduction: str = "sum",
+        levelwise: bool = True,
+    ) -> None:
+        if gamma <= 0 or not 0 <= delta < gamma or w <= 0:
+            raise ValueError(f"need gamma > 0, 0 <= delta < gamma, w > 0; got gamma={gamma}, delta={delta}, w={w}")
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic={statistic!r} must be one of {STATISTICS}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
+        self.gamma, self.delta, self.w = float(gamma), float(delta), float(w)
+        self.statistic, self.reduction, self.levelwise = statistic, reduction, levelwise
+
+    def level_params(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """gamma_l, alpha_l and C_l per level, each (L,) fp32 and detached (Eq. 4, 5). No host sync."""
+        parts = [level_statistic(x, t, self.statistic) for x, t in zip(logits, targets)]
+        num = torch.stack([n for n, _ in parts])
+        den = torch.stack([d for _, d in parts])
+        if not self.levelwise:  # one statistic over the positives of all levels
+            num, den = num.sum().expand_as(num), den.sum().expand_as(den)
+        ratio = num / den.clamp_min(_TINY)
+        c = ratio if self.statistic == "released" else -ratio.clamp_min(_TINY).log()
+        c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
+        c = _average_across_ranks(c)
+        gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
+        alpha = self.w / gamma  # Eq. (5)
+        return gamma, alpha, c
+
+    def level_weights(self, targets: list[Tensor], normalizer: Tensor | float) -> Tensor:
+        """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l)."""
+        n = len(targets)
+        device = targets[0].device
+        if self.reduction == "sum":  # authors' code: every level / the total positives of the batch
+            norm = torch.as_tensor(normalizer, dtype=torch.float32, device=device)
+            return (1.0 / norm.clamp_min(1.0)).expand(n)
+        level_pos = torch.stack([t.detach().float().sum() for t in targets])  # Eq. (1): mean of per-level losses
+        return 1.0 / (n * level_pos.clamp_min(1.0))
+
+    def per_level(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """Elementwise focal loss of every level with its own (gamma_l, alpha_l), and the level statistics."""
+        gamma, alpha, c = self.level_params(logits, targets)
+        losses = [focal_loss(x, t, gamma[i], alpha[i]) for i, (x, t) in enumerate(zip(logits, targets))]
+        num_pos = torch.stack([(t.detach() > 0).any(-1).sum().float() for t in targets])  # positive samples
+        num_samples = torch.tensor([t[..., 0].numel() for t in targets], dtype=torch.float32, device=gamma.device)
+        return losses, {"gamma": gamma, "alpha": alpha, "statistic": c, "num_pos": num_pos,
+                        "num_samples": num_samples}
+
+    def __call__(
+        self, logits: list[Tensor], targets: list[Tensor], normalizer: Tensor | float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total classification loss (Eq. 1/2 combination of Eq. 3 per level) and detached per-level stats."""
+        if len(logits) != len(targets) or not logits:
+            raise ValueError(f"need one target per level, got {len(logits)} logits and {len(targets)} targets")
+        losses, stats = self.per_level(logits, targets)
+        level_loss = torch.stack([x.sum() for x in losses]) * self.level_weights(targets, normalizer)
+        stats["loss"] = level_loss.detach()
+        return level_loss.sum(), stats
+
+
+def _average_across_ranks(c: Tensor) -> Tensor:
+    """Mean of C_l over DDP ranks, as the authors' code does, so every rank uses the same gamma_l.
+
+    Only while gradients are enabled: validation runs on uneven shards, where a collective would hang.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.is_grad_enabled()):
+        return c
+    c = c.clone()
+    torch.distributed.all_reduce(c)
+    return c / torch.distributed.get_world_size()

@@ -1,0 +1,60 @@
+"""UMOP settings: registered as Ultralytics config keys, so YAML files, `key=value` and checkpoints all keep them.
+
+Ultralytics rejects unknown keys (trainer, validator, predictor and exporter all check against `DEFAULT_CFG_DICT`)
+and drops non-default keys from final checkpoints. Adding our defaults to that dict in place makes the keys
+first-class everywhere, including DDP workers, which import this package while unpickling the trainer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# key: (default, help). Types and ranges are checked by `check_umop_args`.
+UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
+    "umop": (True, "use progressive focal loss per level; false = the detector's stock classification loss"),
+    "lrp": (True, "level-wise resampling: one gamma/alpha per pyramid level (false = one shared over all levels)"),
+    "pfl_gamma": (2.0, "focusing parameter gamma at the centre of the clamp (Eq. 4)"),
+    "pfl_delta": (0.5, "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
+    "pfl_w": (0.5, "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
+    "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
+    "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
+}
+UMOP_DEFAULTS = {k: v[0] for k, v in UMOP_SETTINGS.items()}
+CHOICES = {"pfl_statistic": ("released", "paper"), "lrp_reduction": ("sum", "mean")}
+
+
+def register() -> None:
+    """Add the UMOP keys to Ultralytics' default config (idempotent, keeps values a user already set)."""
+    from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
+
+    for key, value in UMOP_DEFAULTS.items():
+        DEFAULT_CFG_DICT.setdefault(key, value)
+        if not hasattr(DEFAULT_CFG, key):
+            setattr(DEFAULT_CFG, key, value)
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}={value!r} must be a number")
+    return float(value)
+
+
+def check_umop_args(args: Any) -> None:
+    """Raise ValueError with one line naming the bad UMOP key if a value has the wrong type or is out of range."""
+    get = args.get if isinstance(args, dict) else lambda k, d=None: getattr(args, k, d)
+    for key in ("umop", "lrp"):
+        if not isinstance(get(key, True), bool):
+            raise ValueError(f"{key}={get(key)!r} must be true or false")
+    gamma = _number("pfl_gamma", get("pfl_gamma", UMOP_DEFAULTS["pfl_gamma"]))
+    delta = _number("pfl_delta", get("pfl_delta", UMOP_DEFAULTS["pfl_delta"]))
+    w = _number("pfl_w", get("pfl_w", UMOP_DEFAULTS["pfl_w"]))
+    if gamma <= 0:
+        raise ValueError(f"pfl_gamma={gamma} must be > 0")
+    if not 0 <= delta < gamma:
+        raise ValueError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
+    if w <= 0:
+        raise ValueError(f"pfl_w={w} must be > 0")
+    for key, choices in CHOICES.items():
+        value = get(key, UMOP_DEFAULTS[key])
+        if value not in choices:
+            raise ValueError(f"{key}={value!r} must be one of {', '.join(choices)}")
