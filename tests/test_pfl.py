@@ -1,0 +1,182 @@
+"""The UMOP core (umop_yolo.pfl): Eq. (1)-(5), the released code's choices, numerics and no host syncs."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from umop_yolo.pfl import ProgressiveFocalLoss, focal_loss, level_statistic
+
+
+def binary_levels(seed=0, sizes=(64, 16, 4), nc=3, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = [torch.randn(n, nc, generator=g) * scale for n in sizes]
+    targets = [(torch.rand(n, nc, generator=g) > 0.8).float() for n in sizes]
+    return logits, targets
+
+
+def test_pure_pytorch_module_imports_no_ultralytics():
+    code = "import sys, umop_yolo.pfl; sys.exit('ultralytics' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_delta_zero_equals_torchvision_focal_loss():
+    logits, targets = binary_levels()
+    loss, stats = ProgressiveFocalLoss(gamma=2.0, delta=0.0, w=0.5)(logits, targets, normalizer=7.0)
+    expected = sum(
+        torchvision.ops.sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0, reduction="sum") for x, t in zip(logits, targets)
+    ) / 7.0
+    torch.testing.assert_close(loss, expected)
+    assert torch.equal(stats["gamma"], torch.full((3,), 2.0))
+    torch.testing.assert_close(stats["alpha"], torch.full((3,), 0.25))
+
+
+def test_released_statistic_is_mean_neg_log_p_over_positive_entries():
+    x = torch.tensor([[2.0, -1.0], [0.5, 30.0], [-3.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    num, den = level_statistic(x, t, "released")
+    expected = -torch.nn.functional.logsigmoid(torch.tensor([2.0, 0.5, 1.0])).mean()
+    torch.testing.assert_close(num / den, expected)
+
+
+def test_released_statistic_drops_entries_with_p_exactly_one():
+    x, t = torch.tensor([[1.0], [200.0]]), torch.ones(2, 1)  # sigmoid(200) == 1 exactly in fp32
+    num, den = level_statistic(x, t, "released")
+    assert den.item() == 1.0
+    torch.testing.assert_close(num, -torch.nn.functional.logsigmoid(torch.tensor(1.0)))
+
+
+def test_paper_statistic_is_neg_log_of_mean_p_eq4():
+    x = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-3.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    pfl = ProgressiveFocalLoss(statistic="paper", delta=1.9)
+    _, _, c = pfl.level_params([x], [t])
+    expected = -math.log(torch.sigmoid(torch.tensor([2.0, 0.5, 1.0])).mean().item())
+    assert c.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gamma_is_clamped_and_alpha_is_w_over_gamma_eq4_eq5():
+    logits = [torch.full((8, 1), -6.0), torch.full((8, 1), 6.0), torch.zeros(8, 1)]
+    targets = [torch.ones(8, 1), torch.ones(8, 1), torch.zeros(8, 1)]
+    _, stats = ProgressiveFocalLoss(gamma=2.0, delta=0.5, w=0.5)(logits, targets, 1.0)
+    # hard level -> upper clamp, easy level -> lower clamp, level without positives -> gamma (plain focal loss)
+    torch.testing.assert_close(stats["gamma"], torch.tensor([2.5, 1.5, 2.0]))
+    torch.testing.assert_close(stats["alpha"], 0.5 / torch.tensor([2.5, 1.5, 2.0]))
+    assert stats["num_pos"].tolist() == [8.0, 8.0, 0.0]
+
+
+def test_each_level_uses_its_own_gamma():
+    logits = [torch.full((4, 1), -6.0), torch.full((4, 1), 6.0)]
+    targets = [torch.ones(4, 1), torch.ones(4, 1)]
+    loss, stats = ProgressiveFocalLoss()(logits, targets, 8.0)
+    expected = sum(focal_loss(x, t, g, a).sum() for x, t, g, a in zip(logits, targets, [2.5, 1.5], [0.2, 1 / 3])) / 8
+    torch.testing.assert_close(loss, expected)
+
+
+def test_without_lrp_all_levels_share_one_pooled_gamma():
+    logits, targets = binary_levels(scale=1.0)
+    _, stats = ProgressiveFocalLoss(delta=1.5, levelwise=False)(logits, targets, 1.0)
+    pooled_x = torch.cat([x for x in logits])[torch.cat(targets) > 0]
+    expected = -torch.nn.functional.logsigmoid(pooled_x).mean()
+    torch.testing.assert_close(stats["gamma"], expected.expand(3))
+
+
+def test_sum_reduction_divides_every_level_by_the_total_normalizer():
+    logits, targets = binary_levels()
+    pfl = ProgressiveFocalLoss()
+    loss, stats = pfl(logits, targets, normalizer=11.0)
+    losses, _ = pfl.per_level(logits, targets)
+    torch.testing.assert_close(loss, sum(x.sum() for x in losses) / 11.0)
+    torch.testing.assert_close(stats["loss"].sum(), loss.detach())
+
+
+def test_mean_reduction_is_eq1_mean_of_per_level_losses():
+    logits, targets = binary_levels()
+    pfl = ProgressiveFocalLoss(reduction="mean")
+    loss, _ = pfl(logits, targets, normalizer=123.0)  # the normalizer is not used by Eq. (1)
+    losses, _ = pfl.per_level(logits, targets)
+    expected = sum(x.sum() / max(1.0, t.sum().item()) for x, t in zip(losses, targets)) / 3
+    torch.testing.assert_close(loss, expected)
+
+
+def test_statistics_carry_no_gradient():
+    logits, targets = binary_levels()
+    logits = [x.requires_grad_() for x in logits]
+    pfl = ProgressiveFocalLoss()
+    loss, stats = pfl(logits, targets, 5.0)
+    assert not any(v.requires_grad for v in stats.values())
+    loss.backward()
+    # the gradient equals that of focal loss with gamma_l, alpha_l held fixed
+    fixed = [x.detach().clone().requires_grad_() for x in logits]
+    ref = sum(focal_loss(x, t, g, a).sum() for x, t, g, a in zip(fixed, targets, stats["gamma"], stats["alpha"])) / 5
+    ref.backward()
+    for x, y in zip(logits, fixed):
+        torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_soft_targets_reduce_to_eq3_and_are_minimised_at_p_equals_t():
+    x = torch.randn(20, 4)
+    t = (torch.rand(20, 4) > 0.5).float()
+    alpha, gamma = 0.3, 1.7
+    p = x.sigmoid()
+    eq3 = torch.where(t > 0, -alpha * (1 - p) ** gamma * p.log(), -(1 - alpha) * p**gamma * (1 - p).log())
+    torch.testing.assert_close(focal_loss(x, t, gamma, alpha), eq3)
+    soft = torch.rand(20, 4) * 0.9 + 0.05
+    at_target = torch.logit(soft).requires_grad_()
+    focal_loss(at_target, soft, gamma, alpha).sum().backward()
+    assert at_target.grad.abs().max() < 1e-6
+
+
+def test_soft_statistic_counts_a_positive_at_its_target_as_learned():
+    t = torch.tensor([[0.3], [0.6]])
+    num, den = level_statistic(torch.logit(t), t, "released")
+    assert num.item() == pytest.approx(0.0, abs=1e-6) and den.item() == 2
+    num, den = level_statistic(torch.logit(t), t, "paper")
+    assert (num / den).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_finite_for_extreme_logits_low_precision_and_empty_levels(dtype):
+    logits = [torch.tensor([[100.0, -100.0], [-100.0, 100.0]]), torch.zeros(0, 2), torch.full((3, 2), 100.0)]
+    targets = [torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(0, 2), torch.zeros(3, 2)]
+    logits = [x.to(dtype).requires_grad_() for x in logits]
+    loss, stats = ProgressiveFocalLoss()(logits, targets, 0.0)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.dtype == torch.float32
+    assert all(torch.isfinite(x.grad).all() for x in logits)
+    assert all(torch.isfinite(v).all() for v in stats.values())
+
+
+class _SyncRecorder(torch.overrides.TorchFunctionMode):
+    SYNCS = {"item", "tolist", "__bool__", "__float__", "__int__", "nonzero", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.SYNCS:
+            self.calls.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_loss_path_makes_no_host_sync():
+    logits, targets = binary_levels()
+    with _SyncRecorder() as recorder:
+        for statistic in ("released", "paper"):
+            for reduction in ("sum", "mean"):
+                ProgressiveFocalLoss(statistic=statistic, reduction=reduction)(logits, targets, torch.tensor(9.0))
+    assert recorder.calls == []
+
+
+def test_invalid_settings_name_the_bad_value():
+    with pytest.raises(ValueError, match="delta"):
+        ProgressiveFocalLoss(delta=-1)
+    with pytest.raises(ValueError, match="statistic"):
+        ProgressiveFocalLoss(statistic="median")
+    with pytest.raises(ValueError, match="reduction"):
+        ProgressiveFocalLoss(reduction="max")

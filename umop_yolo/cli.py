@@ -1,0 +1,90 @@
+"""`umop MODE key=value ...`: the `yolo` command-line grammar, running our trainer, models and validator.
+
+    umop train cfg=atss_umop.yaml epochs=12 device=0,1,2,3
+    umop val model=runs/detect/train/weights/best.pt data=shapes.yaml
+    umop predict model=best.pt source=images/
+    umop export model=best.pt format=onnx
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
+
+USAGE = "usage: umop {train,val,predict,export} [cfg=EXPERIMENT.yaml] [key=value ...]"
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """`key=value` tokens (Ultralytics' parsing: numbers, booleans, lists, `device=0,1`) -> dict."""
+    from ultralytics.cfg import merge_equals_args, parse_key_value_pair
+
+    out = {}
+    for token in merge_equals_args(argv):
+        if "=" not in token:
+            raise ConfigError(f"expected key=value, got '{token}'")
+        key, value = parse_key_value_pair(token)
+        out[key] = value
+    return out
+
+
+def train(args: dict[str, Any]) -> Any:
+    from umop_yolo.engine.trainer import UmopTrainer
+
+    trainer = UmopTrainer(overrides=args)
+    trainer.train()
+    return trainer
+
+
+def _model_api(args: dict[str, Any]) -> Any:
+    from umop_yolo.engine.model import UmopYOLO
+
+    if "model" not in args:
+        raise ConfigError("model= is required (a trained .pt, e.g. model=runs/detect/train/weights/best.pt)")
+    return UmopYOLO(args.pop("model"))
+
+
+def val(args: dict[str, Any]) -> Any:
+    from umop_yolo.data.resolve import resolve_data
+
+    model = _model_api(args)
+    if "data" in args:
+        args["data"] = resolve_data(args["data"])
+    return model.val(**args)
+
+
+def predict(args: dict[str, Any]) -> Any:
+    model = _model_api(args)
+    args.setdefault("save", True)
+    return model.predict(**args)
+
+
+def export(args: dict[str, Any]) -> Any:
+    return _model_api(args).export(**args)
+
+
+MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val, "predict": predict, "export": export}
+
+
+def run(mode: str, argv: list[str]) -> Any:
+    """Run one mode with `key=value` arguments; `cfg=` names an experiment YAML (bare names are looked up in cfg/)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
+    overrides = parse_args(argv)
+    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode == "train" else None)
+    return MODES[mode](experiment_args(cfg, overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: errors in the user's input print one line and exit with status 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0 if argv else 2
+    try:
+        run(argv[0], argv[1:])
+    except (ConfigError, FileNotFoundError, ValueError, SyntaxError) as e:
+        print(f"umop: error: {e}", file=sys.stderr)
+        return 2
+    return 0

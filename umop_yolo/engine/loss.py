@@ -1,0 +1,69 @@
+"""UMOP classification loss for Ultralytics YOLO heads: PFL per pyramid level in place of BCE.
+
+TaskAlignedAssigner, the box (CIoU) and DFL losses and the normaliser (sum of target scores) stay Ultralytics' own; only
+`v8DetectionLoss.bce` is replaced, by a callable that splits the anchors by level (P3, P4, P5 ...) and applies the
+progressive focal loss with that level's gamma_l, alpha_l (Eq. 3-5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from ultralytics.utils.loss import v8DetectionLoss
+
+from umop_yolo.pfl import ProgressiveFocalLoss
+
+
+def pfl_from_args(args: Any) -> ProgressiveFocalLoss:
+    """The PFL/LRP core configured from trainer args (`pfl_*`, `lrp`, `lrp_reduction`)."""
+    return ProgressiveFocalLoss(
+        gamma=args.pfl_gamma,
+        delta=args.pfl_delta,
+        w=args.pfl_w,
+        statistic=args.pfl_statistic,
+        reduction=args.lrp_reduction,
+        levelwise=args.lrp,
+    )
+
+
+class LevelwisePFL:
+    """Drop-in for `v8DetectionLoss.bce`: (B, A, C) logits and soft targets -> (B, A, C) elementwise loss.
+
+    Ultralytics sums the result and divides by the target-score sum, so each level is pre-scaled here such that this
+    gives the configured LRP reduction (Eq. 1 or the released sum). `last_stats` keeps the step's detached per-level
+    statistics (gamma, alpha, C_l, positives, loss) on the device for logging.
+    """
+
+    def __init__(self, pfl: ProgressiveFocalLoss) -> None:
+        self.pfl = pfl
+        self.level_sizes: list[int] = []
+        self.last_stats: dict[str, Tensor] = {}
+
+    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
+        logits_l, targets_l = logits.split(self.level_sizes, 1), targets.split(self.level_sizes, 1)
+        losses, stats = self.pfl.per_level(logits_l, targets_l)
+        normalizer = targets.detach().float().sum().clamp_min(1.0)  # what Ultralytics divides by
+        weights = self.pfl.level_weights(targets_l, normalizer)
+        stats["loss"] = torch.stack([x.detach().sum() for x in losses]) * weights
+        self.last_stats = stats
+        return torch.cat([x * (w * normalizer) for x, w in zip(losses, weights)], 1)
+
+
+class PFLDetectionLoss(v8DetectionLoss):
+    """`v8DetectionLoss` with the per-level progressive focal loss as its classification term."""
+
+    def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None) -> None:
+        super().__init__(model, tal_topk, tal_topk2)
+        self.bce = LevelwisePFL(pfl_from_args(model.args))
+
+    @property
+    def last_stats(self) -> dict[str, Tensor]:
+        """Per-level statistics of the latest training step."""
+        return self.bce.last_stats
+
+    def loss(self, preds: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Record the level sizes (anchors per level, in head order) before Ultralytics' loss runs."""
+        self.bce.level_sizes = [f.shape[2] * f.shape[3] for f in preds["feats"]]
+        return super().loss(preds, batch)

@@ -1,0 +1,52 @@
+"""Detection models whose criterion is the UMOP loss, and the Model API that uses our trainer/validator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ultralytics.engine.model import Model
+from ultralytics.models import yolo
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils.loss import E2ELoss
+
+from umop_yolo.engine.loss import PFLDetectionLoss
+
+
+class UmopDetectionModel(DetectionModel):
+    """An Ultralytics YOLO `DetectionModel` trained with per-level PFL when `args.umop` is true.
+
+    The criterion lives on the model (not the trainer) because the EMA copy used for validation and Ultralytics'
+    resume path both rebuild it with `init_criterion()`. With `umop=false` it is exactly the stock loss.
+    """
+
+    def init_criterion(self) -> Any:
+        if not getattr(self.args, "umop", True):
+            return super().init_criterion()
+        if getattr(self.model[-1], "one2one_cv2", None) is not None:  # end-to-end heads (YOLO26, YOLOv10)
+            return E2ELoss(self, loss_fn=PFLDetectionLoss)
+        return PFLDetectionLoss(self)
+
+
+def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True) -> DetectionModel:
+    """Build the detection model described by a model YAML (path or dict)."""
+    return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+
+
+class UmopYOLO(Model):
+    """`YOLO`-like Model API (train/val/predict/export) that builds and runs our model, trainer and validator."""
+
+    def __init__(self, model: str = "yolov8n.yaml", task: str = "detect", verbose: bool = False) -> None:
+        super().__init__(model=model, task=task, verbose=verbose)
+
+    @property
+    def task_map(self) -> dict[str, dict[str, Any]]:
+        from umop_yolo.engine.trainer import UmopTrainer
+
+        return {
+            "detect": {
+                "model": build_model,
+                "trainer": UmopTrainer,
+                "validator": yolo.detect.DetectionValidator,
+                "predictor": yolo.detect.DetectionPredictor,
+            }
+        }
