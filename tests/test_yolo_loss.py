@@ -1,0 +1,87 @@
+"""The YOLO adapter: stock loss with umop=false, per-level PFL with umop=true, end-to-end heads, level stats."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import DEFAULT_CFG_DICT
+from ultralytics.utils.loss import E2ELoss
+
+import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
+from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss
+from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.pfl import ProgressiveFocalLoss
+
+
+def args(**kw):
+    return SimpleNamespace(**{**DEFAULT_CFG_DICT, **kw})
+
+
+def batch():
+    return {
+        "img": torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)),
+        "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [2.0], [1.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.08, 0.08], [0.6, 0.6, 0.8, 0.5]]),
+    }
+
+
+def model_pair(yaml="yolov8n.yaml", **kw):
+    torch.manual_seed(0)
+    stock = DetectionModel(yaml, nc=3, verbose=False)
+    ours = UmopDetectionModel(yaml, nc=3, verbose=False)
+    ours.load_state_dict(stock.state_dict())
+    stock.args, ours.args = args(), args(**kw)
+    return stock.train(), ours.train()
+
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_umop_false_is_bit_identical_to_stock_loss(yaml):
+    stock, ours = model_pair(yaml, umop=False)
+    (l1, items1), (l2, items2) = stock.loss(batch()), ours.loss(batch())
+    assert torch.equal(l1, l2)
+    assert all(torch.equal(items1[k], items2[k]) for k in items1)
+    assert type(ours.criterion) is type(stock.criterion)
+
+
+def test_umop_true_replaces_only_the_classification_term():
+    stock, ours = model_pair(umop=True)
+    (l1, _), (l2, _) = stock.loss(batch()), ours.loss(batch())
+    assert isinstance(ours.criterion, PFLDetectionLoss)
+    assert torch.equal(l1[0], l2[0]) and torch.equal(l1[2], l2[2])  # box and DFL untouched
+    assert not torch.equal(l1[1], l2[1])
+    l2.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in ours.parameters() if p.grad is not None)
+
+
+def test_level_split_follows_the_head_strides():
+    _, ours = model_pair(umop=True)
+    ours.loss(batch())
+    assert ours.criterion.bce.level_sizes == [16 * 16, 8 * 8, 4 * 4]  # 128 px at strides 8, 16, 32
+    stats = ours.criterion.last_stats
+    assert stats["gamma"].shape == (3,) and stats["num_samples"].tolist() == [2 * 256, 2 * 64, 2 * 16]
+    assert ((stats["gamma"] >= 1.5) & (stats["gamma"] <= 2.5)).all()
+
+
+def test_end_to_end_heads_use_pfl_in_both_branches():
+    _, ours = model_pair("yolo26n.yaml", umop=True)
+    loss, items = ours.loss(batch())
+    assert isinstance(ours.criterion, E2ELoss)
+    assert isinstance(ours.criterion.one2many, PFLDetectionLoss) and isinstance(ours.criterion.one2one, PFLDetectionLoss)
+    assert torch.isfinite(loss).all() and set(items) == {"box_loss", "cls_loss", "l1_loss"}
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_elementwise_adapter_realises_the_core_reduction(reduction):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 21, 3, generator=g)
+    targets = torch.rand(2, 21, 3, generator=g) * (torch.rand(2, 21, 3, generator=g) > 0.85)
+    pfl = ProgressiveFocalLoss(reduction=reduction)
+    adapter = LevelwisePFL(pfl)
+    adapter.level_sizes = [16, 4, 1]
+    normalizer = targets.sum().clamp_min(1.0)
+    as_ultralytics = adapter(logits, targets).sum() / normalizer  # what v8DetectionLoss does with .bce's output
+    expected, _ = pfl(list(logits.split([16, 4, 1], 1)), list(targets.split([16, 4, 1], 1)), normalizer)
+    torch.testing.assert_close(as_ultralytics, expected)
+    torch.testing.assert_close(adapter.last_stats["loss"].sum(), expected)
