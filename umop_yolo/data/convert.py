@@ -1,0 +1,179 @@
+"""Convert COCO-JSON or Pascal VOC datasets to YOLO labels (cached mirrors with symlinked images).
+
+Output layout (`dst`, by default `<cache>/datasets/<label>-<format>-<hash>`):
+`images/<train|val|test>/` symlinks to the original images, `labels/<split>/*.txt`, and `data.yaml` with an absolute
+`path:`, `names:` and, for COCO, `val_json:` (the original val JSON, for pycocotools evaluation).
+The hash covers the annotation files' paths, sizes and mtimes, so editing annotations triggers a new conversion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ultralytics.utils import LOGGER
+
+from umop_yolo.data import coco, voc
+from umop_yolo.data.cache import atomic_build, cache_root, short_hash
+from umop_yolo.data.labels import Reporter, Sample, write_split
+
+CONVERTER_VERSION = 1
+FORMATS = ("coco", "voc")
+ROLES = ("train", "val", "test")
+CocoSource = tuple[Path, Path]  # (instances JSON, image folder)
+VocSource = list[Path]  # ImageSets list files
+
+
+def _fingerprint(files: list[Path]) -> list[tuple[str, int, int]]:
+    stats = [(f, f.stat()) for f in files if f.is_file()]
+    return [(str(f), s.st_size, s.st_mtime_ns) for f, s in stats]
+
+
+def _annotation_files(fmt: str, sources: dict[str, Any]) -> list[Path]:
+    if fmt == "coco":
+        return [json for json, _ in sources.values()]
+    files = []
+    for list_files in sources.values():
+        for list_file in list_files:
+            files.append(list_file)
+            files += [root / "Annotations" / f"{i}.xml" for root, i in voc.read_list(list_file)]
+    return files
+
+
+def convert_sources(
+    fmt: str, sources: dict[str, Any], names: list[str] | None = None, dst: Path | None = None, label: str = "data"
+) -> Path:
+    """Convert the splits `sources` ({role: CocoSource | VocSource}) once and return the mirror's data.yaml."""
+    files = _fingerprint(_annotation_files(fmt, sources))
+    key = {"version": CONVERTER_VERSION, "format": fmt, "names": names, "sources": files}
+    key["folders"] = {role: str(src[1]) for role, src in sources.items()} if fmt == "coco" else None
+    final = dst or cache_root() / "datasets" / f"{label}-{fmt}-{short_hash(key, 8)}"
+
+    def build(tmp: Path) -> None:
+        class_names, splits = (_read_coco if fmt == "coco" else _read_voc)(sources, names)
+        for role, samples in splits.items():
+            write_split(tmp, role, samples)
+        data: dict[str, Any] = {"path": str(final)}
+        data.update({role: f"images/{role}" for role in splits})
+        data["names"] = dict(enumerate(class_names))
+        if fmt == "coco" and "val" in sources:
+            data["val_json"] = str(sources["val"][0].resolve())
+        header = f"# converted from {fmt} by umop_yolo.data.convert v{CONVERTER_VERSION}; images are symlinks\n"
+        (tmp / "data.yaml").write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+    if not final.is_dir():
+        LOGGER.info(f"Converting {fmt} dataset to YOLO labels in {final} ...")
+    return atomic_build(final, build) / "data.yaml"
+
+
+def check_format(fmt: str) -> None:
+    """ValueError unless `fmt` is a format this module converts."""
+    if fmt not in FORMATS:
+        raise ValueError(f"'format' must be one of yolo, {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def _read_coco(sources: dict[str, CocoSource], names: list[str] | None) -> tuple[list[str], dict[str, list[Sample]]]:
+    splits, class_names = {}, None
+    for role, (json_file, image_dir) in sources.items():
+        split_names, splits[role] = coco.read_coco(json_file, image_dir)
+        if class_names is not None and split_names != class_names:
+            raise ValueError(f"'{role}_json' {json_file} has other categories than the train split")
+        class_names = split_names
+    if names is not None and names != class_names:
+        raise ValueError(f"'names' {names} do not match the JSON categories (by id) {class_names}")
+    return class_names, splits
+
+
+def _read_voc(sources: dict[str, VocSource], names: list[str] | None) -> tuple[list[str], dict[str, list[Sample]]]:
+    reports = {role: Reporter(", ".join(map(str, files))) for role, files in sources.items()}
+    parsed = {role: voc.read_split(files, reports[role]) for role, files in sources.items()}
+    if names is None:
+        names = sorted({obj.name for images in parsed.values() for im in images for obj in im.objects})
+    splits = {role: voc.to_samples(images, names, reports[role]) for role, images in parsed.items()}
+    for report in reports.values():
+        report.close()
+    return names, splits
+
+
+def role_of(split: str) -> str:
+    """train / val / test for a split name such as train2017, val, trainval, test-dev."""
+    for role in ROLES:
+        if split.startswith(role):
+            return role
+    raise ValueError(f"split {split!r} must start with train, val or test")
+
+
+def discover(fmt: str, src: Path, splits: list[str] | None) -> dict[str, Any]:
+    """Sources of a dataset root in its standard layout, for the given split names (default: all found)."""
+    if not src.is_dir():
+        raise FileNotFoundError(f"'src' {src} is not a folder")
+    if fmt == "coco":
+        jsons = (src / "annotations").glob("instances_*.json")
+        found = splits or sorted(p.stem.removeprefix("instances_") for p in jsons)
+        files = {s: src / "annotations" / f"instances_{s}.json" for s in found}
+        folders = {s: src / "images" / s if (src / "images" / s).is_dir() else src / s for s in found}
+    else:
+        lists = src / "ImageSets" / "Main"
+        found = splits or [s for s in ("train", "val", "test") if (lists / f"{s}.txt").is_file()]
+        files = {s: lists / f"{s}.txt" for s in found}
+    if not found:
+        raise FileNotFoundError(f"no {fmt} splits found under {src}")
+    sources: dict[str, Any] = {}
+    for split in found:
+        if not files[split].is_file():
+            raise FileNotFoundError(f"split {split!r}: {files[split]} does not exist")
+        if fmt == "coco" and not folders[split].is_dir():
+            raise FileNotFoundError(f"split {split!r}: image folder {folders[split]} does not exist")
+        role = role_of(split)
+        if role in sources:
+            raise ValueError(f"splits {found} give two {role} splits; choose with splits=")
+        sources[role] = (files[split], folders[split]) if fmt == "coco" else [files[split]]
+    return sources
+
+
+def convert(
+    format: str,
+    src: str | Path,
+    dst: str | Path | None = None,
+    splits: list[str] | None = None,
+    names: list[str] | None = None,
+) -> Path:
+    """Convert a COCO (`<src>/annotations/instances_<split>.json` + `<src>/[images/]<split>/`) or VOC
+    (`<src>/Annotations`, `JPEGImages`, `ImageSets/Main/<split>.txt`) dataset; return its data.yaml.
+
+    `dst` must not exist yet (default: the cache). `names` fixes the VOC class order (default: sorted names found).
+    """
+    src = Path(src).expanduser().resolve()
+    if dst is not None and Path(dst).exists():
+        raise FileExistsError(f"'dst' {dst} already exists")
+    check_format(format)
+    sources = discover(format, src, splits)
+    return convert_sources(format, sources, names, Path(dst).expanduser().resolve() if dst else None, src.name)
+
+
+def convert_main(args: dict[str, Any]) -> Path:
+    """`umop convert key=value ...`: convert a dataset and return the written data.yaml.
+
+    Keys:
+        format (required): `coco` or `voc`.
+        src (required): dataset root. COCO: `annotations/instances_<split>.json` with images in `images/<split>/`
+            or `<split>/`. VOC: a VOC year folder with `Annotations/`, `JPEGImages/`, `ImageSets/Main/<split>.txt`.
+        dst: output folder, must not exist (default: `$UMOP_CACHE_DIR/datasets/<src name>-<format>-<hash>`).
+        splits: comma-separated split names (default: every instances_*.json for COCO; train,val,test for VOC).
+            Names starting with train / val / test become the train / val / test split.
+        names: comma-separated VOC class names in class-id order (default: all names found, sorted).
+    """
+    allowed = {"format", "src", "dst", "splits", "names"}
+    if unknown := set(args) - allowed:
+        raise ValueError(f"convert: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+    for key in ("format", "src"):
+        if not args.get(key):
+            raise ValueError(f"convert: '{key}' is required, e.g. umop convert format=coco src=/data/coco")
+    listed = {k: _as_list(args[k]) for k in ("splits", "names") if args.get(k) is not None}
+    return convert(str(args["format"]), args["src"], args.get("dst"), listed.get("splits"), listed.get("names"))
+
+
+def _as_list(value: Any) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]

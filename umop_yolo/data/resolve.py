@@ -1,0 +1,184 @@
+"""Turn a `data=` argument into a data YAML that Ultralytics' `check_det_dataset` can use as is.
+
+`data` is a path, or a bare name found in the repo's `data/` folder (`shapes`, `coco128.yaml`). The YAML may be:
+* `generate: {builder: shapes, ...}`: the dataset is generated into the cache; its own data.yaml is returned;
+* `format: yolo` (the default): `path` (default: the YAML's folder) is taken relative to the YAML's folder, not the
+  CWD as Ultralytics does; label files are checked row by row, and if bad rows exist a cleaned mirror is used;
+* `format: coco` (`train`/`val` image folders + `train_json`/`val_json`) or `format: voc` (`train`/`val` ImageSets
+  list files): converted to YOLO labels in the cache (see `umop_yolo.data.convert`).
+Except for generated data, the result is a resolved copy in `<cache>/resolved/`, keyed by the source path and
+content: absolute `path`/`train`/`val`/`test`, `names` as a dict, no `download:` (nothing downloads at run time),
+plus `val_json` for COCO. Errors are one line naming the YAML file and the key: ValueError or FileNotFoundError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import umop_yolo
+from umop_yolo.data import convert, shapes
+from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
+from umop_yolo.data.labels import Reporter, write_split
+from umop_yolo.data.yolo import audit_split, list_images
+
+DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
+SPLITS = ("train", "val", "test")
+CONSUMED = ("format", "path", "download", "names", "nc", "train_json", "val_json", "test_json", *SPLITS)
+
+
+def resolve_data(data: str | Path) -> str:
+    """Path of a ready-to-use data YAML for `data` (see the module docstring for each case)."""
+    file = find_yaml(data)
+    if file.is_relative_to(cache_root()):  # already produced by us
+        return str(file)
+    cfg = load_yaml(file)
+    try:
+        return str(_resolve(file, cfg))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"data YAML '{file}': {e}") from None
+    except ValueError as e:
+        raise ValueError(f"data YAML '{file}': {e}") from None
+
+
+def find_yaml(data: str | Path) -> Path:
+    """An existing file path, or a bare name (`shapes`, `shapes.yaml`) looked up in the repo's `data/` folder."""
+    path = Path(data).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if path.is_dir():
+        raise FileNotFoundError(f"data '{data}' is a folder: pass its data YAML")
+    if len(path.parts) == 1:
+        for candidate in (DATA_DIR / path.name, DATA_DIR / f"{path.name}.yaml", DATA_DIR / f"{path.name}.yml"):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"data YAML '{data}' not found here nor in {DATA_DIR}")
+    raise FileNotFoundError(f"data YAML '{data}' not found")
+
+
+def load_yaml(file: Path) -> dict[str, Any]:
+    """The YAML mapping of `file`; ValueError with the line of a syntax error."""
+    try:
+        cfg = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"data YAML '{file}': malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"data YAML '{file}': expected a mapping of keys, got {type(cfg).__name__}")
+    return cfg
+
+
+def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
+    if "generate" in cfg:
+        if extra := sorted(set(cfg) - {"generate", "names"}):
+            raise ValueError(f"key '{extra[0]}' cannot be combined with 'generate' (only 'names' can)")
+        return shapes.build_shapes(shapes.spec_from_yaml(cfg["generate"], cfg.get("names")))
+    fmt = cfg.get("format", "yolo")
+    if fmt != "yolo":
+        convert.check_format(fmt)
+    root = _root(file, cfg)
+    names = _names(cfg, required=fmt == "yolo")
+    if fmt == "yolo":
+        resolved = _resolve_yolo(file, cfg, root, names)
+    else:
+        converted = convert.convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem)
+        resolved = yaml.safe_load(converted.read_text(encoding="utf-8"))
+        resolved.update({k: str(Path(resolved["path"]) / resolved[k]) for k in SPLITS if k in resolved})
+    out = {k: v for k, v in cfg.items() if k not in CONSUMED} | resolved
+    text = f"# resolved from {file} by umop_yolo.data.resolve\n" + yaml.safe_dump(out, sort_keys=False)
+    target = cache_root() / "resolved" / f"{file.stem}-{short_hash([str(file), text])}.yaml"
+    return target if target.is_file() else write_text_atomic(target, text)
+
+
+def _root(file: Path, cfg: dict[str, Any]) -> Path:
+    """Dataset root: `path` relative to the YAML's folder (absolute stays absolute); the YAML's folder if absent."""
+    value = cfg.get("path")
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"'path' must be a string, got {value!r}")
+    root = (file.parent / Path(value).expanduser()).resolve() if value else file.parent
+    if not root.is_dir():
+        raise FileNotFoundError(f"'path' {root} does not exist")
+    return root
+
+
+def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
+    """Class names as a list (index = class id) from `names` (list or {id: name}) or `nc`."""
+    names, nc = cfg.get("names"), cfg.get("nc")
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
+        raise ValueError(f"'nc' must be a positive integer, got {nc!r}")
+    if names is None:
+        if nc is None and required:
+            raise ValueError("missing 'names' (class names, index = class id)")
+        return [f"class_{i}" for i in range(nc)] if nc else None
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise ValueError(f"'names' keys must be the class ids 0..{len(names) - 1}, got {sorted(names, key=str)}")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"'names' must be a non-empty list or {{id: name}} mapping, got {names!r}")
+    if nc is not None and nc != len(names):
+        raise ValueError(f"'nc' {nc} does not match the {len(names)} 'names'")
+    return [str(n) for n in names]
+
+
+def _existing(root: Path, value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"'{key}' must be a path string, got {value!r}")
+    path = (root / Path(value).expanduser()).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"'{key}' path {path} does not exist")
+    return path
+
+
+def _split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | None:
+    """Existing paths of split `key` (a string or a list); None for an absent `test`."""
+    if cfg.get(key) is None:
+        if key == "test":
+            return None
+        raise ValueError(f"missing '{key}'")
+    values = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
+    return [_existing(root, v, key) for v in values]
+
+
+def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str]) -> dict[str, Any]:
+    """Absolute split paths; a mirror with the bad label rows dropped if any were found."""
+    splits = {k: e for k in SPLITS if (e := _split_entries(root, cfg, k)) is not None}
+    report = Reporter(file)
+    audited = {k: audit_split([im for e in v for im in list_images(e)], len(names), report) for k, v in splits.items()}
+    report.close()
+    data: dict[str, Any] = {"path": str(root)}
+    if not report.count:
+        data.update({k: str(e[0]) if len(e) == 1 else [str(p) for p in e] for k, e in splits.items()})
+    else:
+        key = short_hash([str(file), {k: [(str(s.image), s.rows) for s in v] for k, v in audited.items()}], 8)
+        mirror = cache_root() / "datasets" / f"{file.stem}-clean-{key}"
+
+        def build(tmp: Path) -> None:
+            for split, samples in audited.items():
+                write_split(tmp, split, samples)
+
+        atomic_build(mirror, build)
+        data = {"path": str(mirror), **{k: str(mirror / "images" / k) for k in audited}}
+    data["names"] = dict(enumerate(names))
+    return data
+
+
+def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Per split: (instances JSON, image folder) for COCO, or the ImageSets list files for VOC."""
+    sources: dict[str, Any] = {}
+    for key in SPLITS:
+        entries = _split_entries(root, cfg, key)
+        if entries is None:
+            continue
+        if fmt == "voc":
+            sources[key] = entries
+            continue
+        if len(entries) != 1 or not entries[0].is_dir():
+            raise ValueError(f"'{key}' must be one image folder for format coco")
+        if cfg.get(f"{key}_json") is None:
+            raise ValueError(f"missing '{key}_json' (the COCO instances JSON of split '{key}')")
+        sources[key] = (_existing(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
+    return sources

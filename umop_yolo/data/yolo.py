@@ -1,0 +1,82 @@
+"""Line-level checks of YOLO label files, for what Ultralytics' `verify_image_label` does not report well.
+
+Ultralytics drops a whole image when one row has a class id >= nc or an out-of-range coordinate, naming only the image,
+and it keeps zero-area or negative-size boxes. Here each bad row is reported as `label_file:line: problem` and only
+that row is dropped (the caller then trains on a mirror with cleaned label files).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from pathlib import Path
+
+from ultralytics.data.utils import IMG_FORMATS
+
+from umop_yolo.data.labels import Reporter, Sample
+
+TOLERANCE = 0.01  # Ultralytics accepts coordinates in [-0.01, 1.01]
+
+
+def list_images(entry: Path) -> list[Path]:
+    """Images of one split entry, read as Ultralytics does: a folder (recursive), a list file, or one image."""
+    if entry.is_dir():
+        files = glob.glob(os.path.join(glob.escape(str(entry)), "**", "*.*"), recursive=True)
+    elif entry.suffix.lower() == ".txt":
+        lines = [x.strip() for x in entry.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
+        files = [str(entry.parent / x[2:]) if x.startswith("./") else x for x in lines]
+    else:
+        files = [str(entry)]
+    return sorted(Path(f) for f in files if f.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def label_file(image: Path) -> Path:
+    """The label file Ultralytics reads for `image` (last `/images/` replaced by `/labels/`, suffix `.txt`)."""
+    head, sep, tail = str(image).rpartition(f"{os.sep}images{os.sep}")
+    return Path(f"{head}{os.sep}labels{os.sep}{tail}" if sep else str(image)).with_suffix(".txt")
+
+
+def row_problem(parts: list[str], nc: int) -> str:
+    """Why a label row is unusable, or "" if it is fine. Boxes are `class cx cy w h`, segments `class x y x y ...`."""
+    if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
+        return f"expected 'class cx cy w h' (or a polygon), got {len(parts)} values"
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        return "non-numeric value"
+    if not all(math.isfinite(v) for v in values):
+        return "non-finite value"
+    cls, coords = values[0], values[1:]
+    if cls != int(cls) or not 0 <= cls < nc:
+        return f"class {parts[0]} is not an integer in 0-{nc - 1}"
+    if any(v < -TOLERANCE or v > 1 + TOLERANCE for v in coords):
+        return "coordinates outside [0, 1] (labels must be normalised)"
+    if len(parts) == 5 and (coords[2] <= 0 or coords[3] <= 0):
+        return f"zero or negative box size (w={parts[3]}, h={parts[4]})"
+    return ""
+
+
+def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
+    """Check every label row of `images`; bad rows go to `report`, the samples keep the good rows."""
+    samples = []
+    for image in images:
+        lf = label_file(image)
+        try:
+            text = lf.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:  # an unlabelled image is a negative for Ultralytics too
+            samples.append(Sample(image))
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            report(str(lf), f"unreadable label file ({e.__class__.__name__}), image")
+            continue
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            if problem := row_problem(line.split(), nc):
+                report(f"{lf}:{n}", problem)
+            else:
+                rows.append(line.strip() + "\n")
+        samples.append(Sample(image, rows))
+    return samples
