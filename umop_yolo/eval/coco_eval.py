@@ -1,0 +1,80 @@
+"""Score box detections with pycocotools' COCOeval: the six summary numbers papers report, optionally per class."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class CocoScores:
+    """COCOeval results: `stats` holds COCOeval.stats[0:6] by name (-1 where no ground truth falls in a bucket)."""
+
+    stats: dict[str, float]
+    per_class: dict[int, list[float]] = field(default_factory=dict)  # category id -> the six numbers, same definitions
+    summary: str = ""  # pycocotools' printed summary (12 lines)
+
+
+def _per_class(evaluator: COCOeval) -> dict[int, list[float]]:
+    """The six summary numbers for each category, read from the accumulated precision array as `summarize` does."""
+    p = evaluator.params
+    precision = evaluator.eval["precision"]  # [IoU T, recall R, class K, area A, maxDets M]; M=-1 is 100 detections
+    everything = np.ones(len(p.iouThrs), dtype=bool)
+    selections = [  # (IoU thresholds, area range index) for AP, AP50, AP75, APs, APm, APl
+        (everything, 0),
+        (np.isclose(p.iouThrs, 0.5), 0),
+        (np.isclose(p.iouThrs, 0.75), 0),
+        (everything, 1),
+        (everything, 2),
+        (everything, 3),
+    ]
+    table = {}
+    for k, category in enumerate(p.catIds):
+        row = []
+        for ious, area in selections:
+            s = precision[ious, :, k, area, -1]
+            row.append(float(s[s > -1].mean()) if (s > -1).any() else -1.0)
+        table[int(category)] = row
+    return table
+
+
+def evaluate_boxes(
+    gt: Mapping,
+    detections: Sequence[Mapping],
+    img_ids: Sequence[int] | None = None,
+    use_cats: bool = True,
+    per_class: bool = False,
+) -> CocoScores:
+    """Run COCOeval (bbox) on a ground-truth dict and a non-empty list of results (image_id, category_id, bbox, score).
+
+    `img_ids` limits the evaluation to those images (default: every ground-truth image); `use_cats=False` ignores
+    categories (single-class evaluation). Neither input is modified.
+    """
+    if not detections:
+        raise ValueError("COCOeval needs at least one detection (pycocotools' loadRes rejects an empty list)")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco_gt = COCO()
+        coco_gt.dataset = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}  # COCOeval adds keys to these
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds area/id/segmentation to these
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if img_ids is not None:
+            evaluator.params.imgIds = list(img_ids)
+        evaluator.params.useCats = int(use_cats)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    with contextlib.redirect_stdout(io.StringIO()) as summary:
+        evaluator.summarize()
+    return CocoScores(
+        stats=dict(zip(METRICS, (float(x) for x in evaluator.stats[:6]))),
+        per_class=_per_class(evaluator) if per_class and use_cats else {},
+        summary=summary.getvalue().rstrip(),
+    )

@@ -1,0 +1,134 @@
+"""COCO ground truth for evaluation: built from YOLO labels and cached as JSON, or read from an instances JSON."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from umop_yolo.data.cache import cache_root
+
+
+def default_cache_dir() -> Path:
+    """Where ground truth goes when the label folder is read-only: `<umop cache root>/coco_gt`."""
+    return cache_root() / "coco_gt"
+
+
+def _relative_names(im_files: Sequence[str]) -> list[str]:
+    """Image paths relative to their deepest common folder (so `a/1.jpg` and `b/1.jpg` stay distinct)."""
+    root = os.path.commonpath([os.path.dirname(f) for f in im_files])
+    return [Path(os.path.relpath(f, root)).as_posix() for f in im_files]
+
+
+def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
+    """COCO ground truth from Ultralytics label dicts (`im_file`, `shape` = (h, w), `cls`, normalized xywh `bboxes`).
+
+    Image ids are 1-based positions in `labels`, category ids are the YOLO class indices, `area` is the box area in
+    pixels (YOLO labels have no masks) and `iscrowd` is 0.
+    """
+    images, annotations = [], []
+    files = _relative_names([lb["im_file"] for lb in labels]) if labels else []
+    for image_id, (lb, file_name) in enumerate(zip(labels, files), 1):
+        h, w = (int(v) for v in lb["shape"])
+        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        boxes = np.asarray(lb["bboxes"], dtype=np.float64).reshape(-1, 4) * [w, h, w, h]
+        boxes[:, :2] -= boxes[:, 2:] / 2  # centre to top-left corner
+        for c, box in zip(np.asarray(lb["cls"]).reshape(-1).tolist(), boxes.tolist()):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,  # pycocotools treats a matched ground-truth id of 0 as unmatched
+                    "image_id": image_id,
+                    "category_id": int(c),
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": int(i), "name": str(n)} for i, n in sorted(names.items())]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def labels_key(labels: Sequence[Mapping], names: Mapping[int, str]) -> str:
+    """SHA-256 of everything the ground truth is built from: image paths, sizes, classes, boxes and class names."""
+    digest = hashlib.sha256(json.dumps(sorted((int(i), str(n)) for i, n in names.items())).encode())
+    for lb in labels:
+        cls = np.asarray(lb["cls"], dtype=np.float32)
+        digest.update(f"{lb['im_file']}\0{cls.size}\0".encode())
+        digest.update(np.asarray(lb["shape"], dtype=np.int64).tobytes())
+        digest.update(cls.tobytes())
+        digest.update(np.asarray(lb["bboxes"], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _read_current(path: Path, key: str) -> dict | None:
+    """The cached ground truth at `path` if it was built from labels with this key, else None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            gt = json.load(f)
+    except (OSError, ValueError):  # missing, unreadable or truncated: rebuild
+        return None
+    return gt if gt.get("info", {}).get("labels_sha256") == key else None
+
+
+def _writable_dir(folder: Path) -> bool:
+    """True if we may write in `folder`: its owner-write bit is set (respected even by root) and we have access."""
+    return folder.is_dir() and bool(folder.stat().st_mode & 0o200) and os.access(folder, os.W_OK)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and rename, so a concurrent reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_yolo_gt(
+    labels: Sequence[Mapping], names: Mapping[int, str], cache_file: Path, fallback_dir: Path | None = None
+) -> tuple[dict, Path | None]:
+    """Ground truth for `labels`, reused from disk while the labels are unchanged, and the file that holds it.
+
+    The file is `cache_file` (beside the labels) when its folder is writable, else `<fallback_dir>/<key>.coco.json`
+    (default `default_cache_dir()`); the path is None if neither can be written, and the ground truth is then only
+    returned. A changed label, image size, class filter or class name changes the key and rebuilds the file.
+    """
+    key = labels_key(labels, names)
+    fallback = (fallback_dir or default_cache_dir()) / f"{key[:16]}.coco.json"
+    for path in (cache_file, fallback):
+        if (gt := _read_current(path, key)) is not None:
+            return gt, path
+    gt = {"info": {"description": "ground truth from YOLO labels", "labels_sha256": key}, **yolo_to_coco(labels, names)}
+    for path in ([cache_file] if _writable_dir(cache_file.parent) else []) + [fallback]:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(path, gt)
+            return gt, path
+        except OSError:
+            continue
+    return gt, None
+
+
+def load_instances(path: str | Path) -> dict:
+    """Read a COCO instances JSON (images, annotations, categories)."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def contiguous_category_ids(gt: Mapping) -> list[int]:
+    """Category id of each contiguous class: class i is the i-th smallest id (COCO's 80 classes -> ids 1..90)."""
+    return sorted(int(c["id"]) for c in gt["categories"])
+
+
+def image_ids_by_name(gt: Mapping, im_files: Sequence[str]) -> dict[str, int]:
+    """Map each image path to the id of the ground-truth image with the same file name; unmatched paths are left out."""
+    by_name = {Path(img["file_name"]).name: int(img["id"]) for img in gt["images"]}
+    return {f: by_name[Path(f).name] for f in im_files if Path(f).name in by_name}
