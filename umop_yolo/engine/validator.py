@@ -1,0 +1,167 @@
+"""Validation that reports what detection papers report: pycocotools' AP, AP50, AP75, APs, APm, APl on any dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from ultralytics.data.utils import img2label_paths
+from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils import LOGGER, ops
+
+from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
+from umop_yolo.eval.coco_gt import cached_yolo_gt, contiguous_category_ids, image_ids_by_name, load_instances
+from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
+from umop_yolo.eval.report import write_tables
+
+
+class CocoDetectionValidator(DetectionValidator):
+    """Detection validator scored by pycocotools COCOeval, during training and standalone.
+
+    Ground truth is the data dict's `<split>_json` (e.g. `val_json`, a COCO instances file: images matched by file
+    name, class i -> i-th smallest category id), else it is built from the YOLO labels and cached as JSON beside them
+    (`labels/<split>.coco.json`; `<UMOP_CACHE_DIR>/coco_gt/` if that folder is read-only). The six numbers are
+    printed, added to the metrics dict as `metrics/AP(COCO)` ... `metrics/APl(COCO)`, and COCO AP is the fitness.
+    Standalone runs also write `predictions.json`, `coco_metrics.md/.csv` and, with `per_class=True`,
+    `coco_per_class.md/.csv` into the save dir.
+    """
+
+    def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks: dict | None = None) -> None:
+        """Set up the validator with COCO-extended metrics."""
+        super().__init__(dataloader, save_dir, args, _callbacks)
+        self.metrics = CocoDetMetrics()
+        self.gt_json: Path | None = None  # the ground-truth file of the last evaluation (None: held in memory only)
+        self.image_ids: dict[str, int] = {}  # image path -> ground-truth image id
+        self.official_json: Path | None = None  # the data's `<split>_json`, if it has one
+        self._instances: tuple[Path, dict] | None = None  # the official JSON last read, kept across epochs
+
+    def init_metrics(self, model: torch.nn.Module) -> None:
+        """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
+        super().init_metrics(model)
+        self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
+        self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
+        im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
+        self.official_json = self._official_json_path()
+        if self.official_json is None:
+            self.image_ids = {f: i for i, f in enumerate(im_files, 1)}  # the ids yolo_to_coco gives
+            self.class_map = list(range(self.nc))  # category id = YOLO class index
+        else:
+            instances = self._read_instances(self.official_json, im_files)
+            self.image_ids = image_ids_by_name(instances, im_files)
+            self.class_map = contiguous_category_ids(instances)
+
+    def _official_json_path(self) -> Path | None:
+        """The data dict's `<split>_json` (e.g. `val_json`), relative paths taken from the data's `path`."""
+        split = "val" if self.training else self.args.split or "val"  # training always validates on `val`
+        path = self.data.get(f"{split}_json")
+        if not path:
+            return None
+        return Path(path) if Path(path).is_absolute() else Path(self.data.get("path", "")) / path
+
+    def _read_instances(self, path: Path, im_files: list[str]) -> dict:
+        """The official JSON's contents, read once per path; warns about images or classes it does not cover."""
+        if self._instances is None or self._instances[0] != path:
+            instances = load_instances(path)
+            self._instances = (path, instances)
+            unmatched = len(im_files) - len(image_ids_by_name(instances, im_files))
+            if unmatched:
+                LOGGER.warning(f"{unmatched} of {len(im_files)} images are not in {path}: they are not evaluated.")
+            if len(instances["categories"]) != self.nc:
+                LOGGER.warning(
+                    f"{path} has {len(instances['categories'])} categories but the model has {self.nc} classes: "
+                    "class i is scored as the i-th smallest category id, classes beyond them are dropped."
+                )
+        return self._instances[1]
+
+    def pred_to_json(self, predn: dict[str, torch.Tensor], pbatch: dict[str, Any]) -> None:
+        """Add one image's predictions (original-image pixels) to `jdict` as COCO results, xywh from the top left."""
+        image_id = self.image_ids.get(pbatch["im_file"])
+        if image_id is None:  # not in the official JSON (warned once in init_metrics)
+            return
+        name = Path(pbatch["im_file"]).name
+        boxes = ops.xyxy2ltwh(predn["bboxes"]).tolist()
+        for box, score, cls in zip(boxes, predn["conf"].tolist(), predn["cls"].tolist()):
+            if int(cls) < len(self.class_map):
+                self.jdict.append(
+                    {
+                        "image_id": image_id,
+                        "file_name": name,
+                        "category_id": self.class_map[int(cls)],
+                        "bbox": [round(x, 3) for x in box],
+                        "score": round(score, 5),
+                    }
+                )
+
+    def _ground_truth(self) -> dict:
+        """COCO ground truth restricted to this dataset's images; sets `gt_json` to the file that holds it."""
+        if self.official_json is not None:
+            self.gt_json, instances = self._instances
+            keep = set(self.image_ids.values())
+            return {
+                **instances,
+                "images": [img for img in instances["images"] if img["id"] in keep],
+                "annotations": [a for a in instances["annotations"] if a["image_id"] in keep],
+            }
+        labels = self.dataloader.dataset.labels
+        cache_file = Path(img2label_paths([labels[0]["im_file"]])[0]).parent.with_suffix(".coco.json")
+        gt, self.gt_json = cached_yolo_gt(labels, self.names, cache_file)
+        if self.gt_json is None:
+            LOGGER.warning(f"could not write the COCO ground truth to {cache_file} or the cache dir; kept in memory.")
+        return gt
+
+    def get_stats(self) -> dict[str, Any]:
+        """Ultralytics' metrics plus the COCOeval numbers, computed here so that print_results can show them."""
+        self.metrics.process(save_dir=self.save_dir, plot=self.args.plots, on_plot=self.on_plot)
+        stats = self.coco_evaluate(self.metrics.results_dict, self.jdict, self._ground_truth())
+        self.metrics.clear_stats()
+        return stats
+
+    def coco_evaluate(self, stats: dict[str, Any], pred_json: list | str | Path, anno_json: dict | str | Path) -> dict:
+        """Score predictions with pycocotools (Ultralytics' version needs faster-coco-eval) and add them to `stats`."""
+        if isinstance(pred_json, (str, Path)):
+            pred_json = load_instances(pred_json)
+        if isinstance(anno_json, (str, Path)):
+            anno_json = load_instances(anno_json)
+        per_class = bool(getattr(self.args, "per_class", False))
+        if len(pred_json):
+            scores = evaluate_boxes(anno_json, pred_json, use_cats=not self.args.single_cls, per_class=per_class)
+            LOGGER.info(f"pycocotools COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
+            self.metrics.coco = scores.stats
+        else:
+            LOGGER.warning("no predictions above conf: COCO metrics are 0.")
+            self.metrics.coco = dict.fromkeys(METRICS, 0.0)
+        self.metrics.coco_per_class = {}
+        if per_class and len(pred_json):
+            names = {c["id"]: str(c.get("name", c["id"])) for c in anno_json["categories"]}
+            self.metrics.coco_per_class = {names[c]: dict(zip(METRICS, v)) for c, v in scores.per_class.items()}
+        if not self.training:
+            self._write_tables()
+        return {**stats, **dict(zip(COCO_KEYS, self.metrics.coco.values())), "fitness": self.metrics.fitness}
+
+    def _write_tables(self) -> None:
+        """Markdown and CSV rows, ready to paste into a results table, for the run and (on request) per class."""
+        label = self.args.name or Path(str(self.args.model)).stem
+        write_tables(self.save_dir, "coco_metrics", "model", {label: self.metrics.coco})
+        if self.metrics.coco_per_class:
+            write_tables(self.save_dir, "coco_per_class", "class", self.metrics.coco_per_class)
+
+    def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Return `stats` unchanged: get_stats already scored `jdict`, the very list the base class saves as JSON."""
+        return stats
+
+    def print_results(self) -> None:
+        """Print Ultralytics' P/R/mAP table, then the COCO columns (per class with `per_class=True`)."""
+        row = "%22s" + "%11i" * 2 + "%11.3g" * 4
+        LOGGER.info(row % ("all", self.seen, self.metrics.nt_per_class.sum(), *self.metrics.box.mean_results()))
+        if self.metrics.nt_per_class.sum() == 0:
+            LOGGER.warning(f"no labels found in {self.args.task} set, cannot compute metrics without labels")
+        if self.args.verbose and not self.training and self.nc > 1:
+            for i, c in enumerate(self.metrics.ap_class_index):
+                counts = self.metrics.nt_per_image[c], self.metrics.nt_per_class[c]
+                LOGGER.info(row % (self.names[c], *counts, *self.metrics.class_result(i)))
+        coco_row = "%22s" + "%11.3g" * len(METRICS)
+        LOGGER.info(("%22s" + "%11s" * len(METRICS)) % ("COCO (pycocotools)", *METRICS))
+        LOGGER.info(coco_row % ("all", *self.metrics.coco.values()))
+        for name, values in self.metrics.coco_per_class.items():
+            LOGGER.info(coco_row % (name[:22], *values.values()))
