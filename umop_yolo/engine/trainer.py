@@ -6,7 +6,7 @@ from typing import Any
 
 from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, RANK
+from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
@@ -26,8 +26,11 @@ class UmopTrainer(DetectionTrainer):
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
         check_umop_args({**cfg2dict(cfg), **(overrides or {})})  # before any run directory is created
         super().__init__(cfg, overrides, _callbacks)
+        if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
+            self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
         self.level_meter = LevelStatsMeter()
-        self.add_callback("on_train_batch_end", _record_level_stats)
+        if _record_level_stats not in self.callbacks["on_train_batch_end"]:  # DDP workers receive ours pickled
+            self.add_callback("on_train_batch_end", _record_level_stats)
 
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: a private dataset cache, a tiny generated dataset, and where ../shared lives."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("UMOP_CACHE_DIR", tempfile.mkdtemp(prefix="umop-test-cache-"))  # keep ~/.cache clean
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+COCO128 = SHARED / "data" / "coco128"
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """A 16/8-image, 128 px version of the built-in shapes dataset (generated on first use)."""
+    path = tmp_path_factory.mktemp("data") / "tiny_shapes.yaml"
+    path.write_text(
+        "generate: {builder: shapes, seed: 0, n_train: 16, n_val: 8, imgsz: 128}\n"
+        "names: {0: circle, 1: square, 2: triangle, 3: cross, 4: star}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def coco128() -> Path:
+    if not COCO128.is_dir():
+        pytest.skip("../shared/data/coco128 is not present")
+    return COCO128
+
+
+def tiny_train_args(data: Path, project: Path, **kw) -> list[str]:
+    """key=value arguments for a 1-epoch CPU training of YOLOv8n at 128 px."""
+    args = dict(model="yolov8n.yaml", data=data, epochs=1, imgsz=128, batch=8, device="cpu", workers=0,
+                project=project, name="run", plots=False, val=True)
+    args.update(kw)
+    return [f"{k}={v}" for k, v in args.items()]

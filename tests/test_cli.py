@@ -1,0 +1,76 @@
+"""The `umop` / train.py / val.py command line: experiment lookup, key=value grammar, one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from umop_yolo.cfg import CFG_DIR, REPO_ROOT, ConfigError, experiment_args
+from umop_yolo.cli import main, parse_args
+
+
+def run_main(argv, capsys):
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_key_value_grammar_matches_yolo():
+    args = parse_args(["epochs=3", "lr0=0.01", "umop=false", "device=0,1,2,3", "name", "=", "exp"])
+    assert args["epochs"] == 3 and args["lr0"] == 0.01 and args["umop"] is False and args["name"] == "exp"
+    assert str(args["device"]).replace(" ", "") in {"0,1,2,3", "(0,1,2,3)"}
+
+
+def test_bare_experiment_name_is_found_in_cfg_and_overrides_win():
+    args = experiment_args("yolov8n_umop.yaml", {"epochs": 1, "pfl_delta": 0.25})
+    assert args["umop"] is True and args["epochs"] == 1 and args["pfl_delta"] == 0.25
+    assert args["data"] == "shapes.yaml"
+    assert experiment_args("yolov8n_umop", {}) == experiment_args(str(CFG_DIR / "yolov8n_umop.yaml"), {})
+
+
+def test_unknown_key_fails_with_one_line_naming_the_closest_valid_key(capsys):
+    code, err = run_main(["train", "pfl_detla=0.3"], capsys)
+    assert code == 2
+    assert err == "umop: error: unknown key 'pfl_detla' in the command line (closest valid key: 'pfl_delta')"
+
+
+def test_unknown_key_inside_an_experiment_file_names_the_file(tmp_path, capsys):
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("model: yolov8n.yaml\nepochz: 3\n")
+    code, err = run_main(["train", f"cfg={bad}"], capsys)
+    assert code == 2 and "'epochz'" in err and str(bad) in err and "'epochs'" in err
+
+
+def test_missing_cfg_and_missing_weights_are_named(capsys):
+    code, err = run_main(["train", "cfg=nope.yaml"], capsys)
+    assert code == 2 and "'nope.yaml' not found" in err
+    code, err = run_main(["val", "model=missing.pt"], capsys)
+    assert code == 2 and "'missing.pt' not found" in err and "never downloaded" in err
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("pfl_delta=abc", "pfl_delta"), ("pfl_delta=-1", "pfl_delta"), ("pfl_gamma=0", "pfl_gamma"),
+     ("lrp_reduction=max", "lrp_reduction"), ("umop=maybe", "umop")],
+)
+def test_bad_umop_values_fail_before_a_run_directory_exists(override, key, tmp_path, capsys):
+    code, err = run_main(["train", override, f"project={tmp_path}", "name=run"], capsys)
+    assert code == 2 and err.startswith(f"umop: error: {key}=") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_mode_and_help(capsys):
+    assert main(["fly"]) == 2
+    assert "unknown mode 'fly'" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+
+
+def test_entry_points_report_errors_on_one_line():
+    for script in ("train.py", "val.py"):
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / script), "bogus_key=1"], capture_output=True, text=True)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("umop: error: unknown key 'bogus_key' in the command line")
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)

@@ -1,0 +1,97 @@
+"""End-to-end training through the CLI: per-level PFL columns, checkpoints keep UMOP settings, offline, DDP launch."""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from conftest import tiny_train_args
+from umop_yolo.cfg import REPO_ROOT
+from umop_yolo.cli import main
+
+
+def read_csv(path):
+    with open(path) as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_training_logs_gamma_and_alpha_per_level_and_checkpoints_keep_umop_settings(tiny_shapes, tmp_path):
+    assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, pfl_delta=0.4, epochs=2)]) == 0
+    run = tmp_path / "run"
+    rows = read_csv(run / "results.csv")
+    assert len(rows) == 2
+    for level in ("P3", "P4", "P5"):
+        gamma, alpha = float(rows[-1][f"pfl/gamma_{level}"]), float(rows[-1][f"pfl/alpha_{level}"])
+        assert 1.6 <= gamma <= 2.4 and abs(alpha * gamma - 0.5) < 0.05  # alpha_l = w / gamma_l per step
+    ckpt = torch.load(run / "weights" / "last.pt", weights_only=False)
+    assert ckpt["train_args"]["umop"] is True and ckpt["train_args"]["pfl_delta"] == 0.4
+    assert type(ckpt["model"]).__module__ == "umop_yolo.engine.model"  # final checkpoints keep the model
+
+
+def test_stock_run_has_no_pfl_columns(tiny_shapes, tmp_path):
+    assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, umop=False)]) == 0
+    assert not any(k.startswith("pfl/") for k in read_csv(tmp_path / "run" / "results.csv")[0])
+
+
+BLOCK_NETWORK = """
+import socket
+def _refuse(*args, **kwargs):
+    with open({log!r}, "a") as f:
+        f.write(repr(args[:2]) + "\\n")
+    raise OSError("network disabled by test")
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.getaddrinfo = _refuse
+socket.create_connection = _refuse
+"""
+
+
+def test_training_runs_with_the_network_blocked_and_never_tries_it(tiny_shapes, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    log = tmp_path / "attempts.log"
+    (site / "sitecustomize.py").write_text(BLOCK_NETWORK.format(log=str(log)))
+    env = {**os.environ, "PYTHONPATH": str(site), "YOLO_CONFIG_DIR": str(tmp_path / "ycfg")}
+    for key in ("YOLO_OFFLINE", "YOLO_AUTOINSTALL"):
+        env.pop(key, None)  # the entry point must set them itself
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), *tiny_train_args(tiny_shapes, tmp_path, plots=True)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "weights" / "best.pt").is_file()
+    assert not log.exists(), log.read_text()
+
+
+def test_generated_ddp_worker_script_trains_with_our_trainer(tiny_shapes, tmp_path):
+    """What `device=0,1,2,3` runs in every worker, executed here in one CPU process (no GPUs to launch on)."""
+    script = tmp_path / "make_ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        from ultralytics.utils.dist import generate_ddp_file
+        from umop_yolo.cli import parse_args
+        from umop_yolo.cfg import experiment_args
+        from umop_yolo.engine.trainer import UmopTrainer
+        args = experiment_args(None, parse_args({tiny_train_args(tiny_shapes, tmp_path, name='ddp')!r}))
+        print(generate_ddp_file(UmopTrainer(overrides=args)))
+    """))
+    made = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    worker = made.stdout.strip().splitlines()[-1]
+    run = subprocess.run([sys.executable, worker], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "ddp" / "weights" / "last.pt").is_file()
+    assert "pfl/gamma_P3" in read_csv(tmp_path / "ddp" / "results.csv")[0]
+
+
+def test_torchrun_worker_joins_with_the_global_world_size(tiny_shapes, tmp_path):
+    code = textwrap.dedent(f"""
+        from umop_yolo.engine.trainer import UmopTrainer
+        t = UmopTrainer(overrides=dict(model="yolov8n.yaml", data={str(tiny_shapes)!r}, device="cpu",
+                                       project={str(tmp_path)!r}, name="tr"))
+        print(t.world_size, t.ddp)
+    """)
+    env = {**os.environ, "WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["8", "False"]
