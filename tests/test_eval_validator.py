@@ -116,8 +116,8 @@ def standalone_cocoeval(gt_json: Path, predictions: Path, img_ids: list[int] | N
 def test_exact_boxes_score_one_everywhere(tmp_path):
     data = write_scenes(tmp_path / "scenes")
     validator, stats = validate(data, tmp_path / "val", ColorBoxDetector())
-    assert [stats[k] for k in COCO_KEYS] == [1.0] * 6
-    assert stats["fitness"] == 1.0
+    assert [stats[k] for k in COCO_KEYS] == pytest.approx([1.0] * 6, abs=1e-12)
+    assert stats["fitness"] == pytest.approx(1.0, abs=1e-12)
     assert validator.gt_json == tmp_path / "scenes" / "labels" / "val.coco.json"  # beside the labels
     predictions = json.loads((tmp_path / "val" / "predictions.json").read_text())
     assert len(predictions) == sum(len(boxes) for _, boxes in SCENES)
