@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -21,16 +23,19 @@ from umop_yolo.eval.report import csv_table, markdown_table
 NAMES = {0: "cat", 1: "dog"}
 
 
-def labels(root: str = "/data/images/val") -> list[dict]:
-    """Two images in Ultralytics' label format: normalized xywh boxes, shape (h, w)."""
+def labels(root: Path) -> list[dict]:
+    """Two images (written under `root`) in Ultralytics' label format; the second has no `shape`, as in rect mode."""
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "a.png"), np.zeros((100, 200, 3), np.uint8))
+    cv2.imwrite(str(root / "sub" / "b.png"), np.zeros((50, 40, 3), np.uint8))
     return [
         {
-            "im_file": f"{root}/a.jpg",
+            "im_file": str(root / "a.png"),
             "shape": (100, 200),
             "cls": np.array([[0.0], [1.0]]),
             "bboxes": np.array([[0.5, 0.5, 0.5, 0.2], [0.1, 0.1, 0.1, 0.1]]),
         },
-        {"im_file": f"{root}/sub/b.jpg", "shape": (50, 50), "cls": np.zeros((0, 1)), "bboxes": np.zeros((0, 4))},
+        {"im_file": str(root / "sub" / "b.png"), "cls": np.zeros((0, 1)), "bboxes": np.zeros((0, 4))},
     ]
 
 
@@ -39,11 +44,11 @@ def detections_from(gt: dict) -> list[dict]:
             for a in gt["annotations"]]
 
 
-def test_yolo_to_coco_pixels_ids_and_names():
-    gt = yolo_to_coco(labels(), NAMES)
+def test_yolo_to_coco_pixels_ids_and_names(tmp_path):
+    gt = yolo_to_coco(labels(tmp_path), NAMES)
     assert gt["images"] == [
-        {"id": 1, "file_name": "a.jpg", "height": 100, "width": 200},
-        {"id": 2, "file_name": "sub/b.jpg", "height": 50, "width": 50},
+        {"id": 1, "file_name": "a.png", "height": 100, "width": 200},
+        {"id": 2, "file_name": "sub/b.png", "height": 50, "width": 40},  # size read from the file
     ]
     first, second = gt["annotations"]
     assert first["bbox"] == pytest.approx([50, 40, 100, 20]) and first["area"] == pytest.approx(2000)
@@ -52,21 +57,23 @@ def test_yolo_to_coco_pixels_ids_and_names():
     assert gt["categories"] == [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}]
 
 
-def test_cache_beside_labels_is_reused_until_a_label_changes(tmp_path):
+def test_cache_beside_labels_is_reused_until_a_label_or_image_changes(tmp_path):
     cache = tmp_path / "labels" / "val.coco.json"
     cache.parent.mkdir()
-    gt, path = cached_yolo_gt(labels(), NAMES, cache, tmp_path / "fallback")
+    original = labels(tmp_path / "images")
+    gt, path = cached_yolo_gt(original, NAMES, cache, tmp_path / "fallback")
     assert path == cache and cache.is_file()
     stamp = cache.stat().st_mtime_ns
-    again, path = cached_yolo_gt(labels(), NAMES, cache, tmp_path / "fallback")
+    again, path = cached_yolo_gt(original, NAMES, cache, tmp_path / "fallback")
     assert path == cache and cache.stat().st_mtime_ns == stamp and again["annotations"] == gt["annotations"]
 
-    changed = labels()
-    changed[0]["bboxes"][1, 0] = 0.2  # one box moved
-    rebuilt, _ = cached_yolo_gt(changed, NAMES, cache, tmp_path / "fallback")
+    moved = copy.deepcopy(original)
+    moved[0]["bboxes"][1, 0] = 0.2  # one box moved
+    rebuilt, _ = cached_yolo_gt(moved, NAMES, cache, tmp_path / "fallback")
     assert rebuilt["annotations"][1]["bbox"][0] == pytest.approx(30)
-    assert labels_key(changed, NAMES) != labels_key(labels(), NAMES)
-    assert labels_key(labels(), {0: "cat", 1: "wolf"}) != labels_key(labels(), NAMES)  # names count too
+    key = labels_key(original, NAMES)
+    assert key != labels_key(original, {0: "cat", 1: "wolf"})  # class names count
+    assert key != labels_key(labels(tmp_path / "images"), NAMES)  # so do image files (rewritten: new mtimes)
 
 
 def test_read_only_label_folder_uses_the_cache_dir(tmp_path):
@@ -74,7 +81,7 @@ def test_read_only_label_folder_uses_the_cache_dir(tmp_path):
     folder.mkdir()
     folder.chmod(0o555)  # respected even when the tests run as root
     try:
-        _, path = cached_yolo_gt(labels(), NAMES, folder / "val.coco.json", tmp_path / "fallback")
+        _, path = cached_yolo_gt(labels(tmp_path), NAMES, folder / "val.coco.json", tmp_path / "fallback")
     finally:
         folder.chmod(0o755)
     assert path.parent == tmp_path / "fallback" and path.is_file()
@@ -90,8 +97,8 @@ def test_category_and_image_mapping():
     assert image_ids_by_name(instances, ["/x/images/a.jpg", "/x/images/b.jpg"]) == {"/x/images/a.jpg": 42}
 
 
-def test_perfect_detections_score_one_and_inputs_are_untouched():
-    gt = yolo_to_coco(labels(), NAMES)
+def test_perfect_detections_score_one_and_inputs_are_untouched(tmp_path):
+    gt = yolo_to_coco(labels(tmp_path), NAMES)
     detections = detections_from(gt)
     gt_before, det_before = copy.deepcopy(gt), copy.deepcopy(detections)
     scores = evaluate_boxes(gt, detections, per_class=True)
@@ -103,8 +110,8 @@ def test_perfect_detections_score_one_and_inputs_are_untouched():
     assert gt == gt_before and detections == det_before
 
 
-def test_class_agnostic_evaluation_and_empty_detections():
-    gt = yolo_to_coco(labels(), NAMES)
+def test_class_agnostic_evaluation_and_empty_detections(tmp_path):
+    gt = yolo_to_coco(labels(tmp_path), NAMES)
     swapped = [{**d, "category_id": 1 - d["category_id"]} for d in detections_from(gt)]
     assert evaluate_boxes(gt, swapped).stats["AP"] == 0.0
     assert evaluate_boxes(gt, swapped, use_cats=False).stats["AP"] == pytest.approx(1, abs=1e-12)

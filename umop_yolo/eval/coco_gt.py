@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from ultralytics.data.utils import exif_size
 
 from umop_yolo.data.cache import cache_root
 
@@ -25,8 +27,20 @@ def _relative_names(im_files: Sequence[str]) -> list[str]:
     return [Path(os.path.relpath(f, root)).as_posix() for f in im_files]
 
 
+def _image_hw(label: Mapping) -> tuple[int, int]:
+    """(height, width) of the original image: the label's `shape`, else the file's EXIF-corrected size.
+
+    Ultralytics pops `shape` from the labels of rect datasets (the validation set during training).
+    """
+    if "shape" in label:
+        return int(label["shape"][0]), int(label["shape"][1])
+    with Image.open(label["im_file"]) as image:
+        w, h = exif_size(image)
+    return h, w
+
+
 def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
-    """COCO ground truth from Ultralytics label dicts (`im_file`, `shape` = (h, w), `cls`, normalized xywh `bboxes`).
+    """COCO ground truth from Ultralytics label dicts (`im_file`, `cls`, normalized xywh `bboxes`, maybe `shape`).
 
     Image ids are 1-based positions in `labels`, category ids are the YOLO class indices, `area` is the box area in
     pixels (YOLO labels have no masks) and `iscrowd` is 0.
@@ -34,7 +48,7 @@ def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
     images, annotations = [], []
     files = _relative_names([lb["im_file"] for lb in labels]) if labels else []
     for image_id, (lb, file_name) in enumerate(zip(labels, files), 1):
-        h, w = (int(v) for v in lb["shape"])
+        h, w = _image_hw(lb)
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
         boxes = np.asarray(lb["bboxes"], dtype=np.float64).reshape(-1, 4) * [w, h, w, h]
         boxes[:, :2] -= boxes[:, 2:] / 2  # centre to top-left corner
@@ -54,12 +68,12 @@ def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
 
 
 def labels_key(labels: Sequence[Mapping], names: Mapping[int, str]) -> str:
-    """SHA-256 of everything the ground truth is built from: image paths, sizes, classes, boxes and class names."""
+    """SHA-256 of what the ground truth is built from: image paths, sizes and mtimes, classes, boxes, class names."""
     digest = hashlib.sha256(json.dumps(sorted((int(i), str(n)) for i, n in names.items())).encode())
     for lb in labels:
         cls = np.asarray(lb["cls"], dtype=np.float32)
-        digest.update(f"{lb['im_file']}\0{cls.size}\0".encode())
-        digest.update(np.asarray(lb["shape"], dtype=np.int64).tobytes())
+        stat = os.stat(lb["im_file"])
+        digest.update(f"{lb['im_file']}\0{stat.st_size}\0{stat.st_mtime_ns}\0{cls.size}\0".encode())
         digest.update(cls.tobytes())
         digest.update(np.asarray(lb["bboxes"], dtype=np.float32).tobytes())
     return digest.hexdigest()
@@ -99,7 +113,7 @@ def cached_yolo_gt(
 
     The file is `cache_file` (beside the labels) when its folder is writable, else `<fallback_dir>/<key>.coco.json`
     (default `default_cache_dir()`); the path is None if neither can be written, and the ground truth is then only
-    returned. A changed label, image size, class filter or class name changes the key and rebuilds the file.
+    returned. A changed label, image file, class filter or class name changes the key and rebuilds the file.
     """
     key = labels_key(labels, names)
     fallback = (fallback_dir or default_cache_dir()) / f"{key[:16]}.coco.json"
