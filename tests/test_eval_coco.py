@@ -16,6 +16,7 @@ from umop_yolo.eval.coco_gt import (
     contiguous_category_ids,
     image_ids_by_name,
     labels_key,
+    yolo_image_ids,
     yolo_to_coco,
 )
 from umop_yolo.eval.report import csv_table, markdown_table
@@ -55,6 +56,16 @@ def test_yolo_to_coco_pixels_ids_and_names(tmp_path):
     assert (first["id"], first["image_id"], first["category_id"], first["iscrowd"]) == (1, 1, 0, 0)
     assert second["bbox"] == pytest.approx([10, 5, 20, 10]) and second["id"] == 2  # ids start at 1
     assert gt["categories"] == [{"id": 0, "name": "cat"}, {"id": 1, "name": "dog"}]
+
+
+def test_ground_truth_does_not_depend_on_dataset_order(tmp_path):
+    """Rect validation sorts images by aspect ratio: ids, file and cache key must not change with that."""
+    forward = labels(tmp_path)
+    backward = forward[::-1]
+    assert yolo_to_coco(backward, NAMES) == yolo_to_coco(forward, NAMES)
+    assert labels_key(backward, NAMES) == labels_key(forward, NAMES)
+    ids = yolo_image_ids([lb["im_file"] for lb in backward])
+    assert ids == {img["im_file"]: i for i, img in enumerate(forward, 1)}
 
 
 def test_cache_beside_labels_is_reused_until_a_label_or_image_changes(tmp_path):

@@ -11,7 +11,13 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, ops
 
 from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
-from umop_yolo.eval.coco_gt import cached_yolo_gt, contiguous_category_ids, image_ids_by_name, load_instances
+from umop_yolo.eval.coco_gt import (
+    cached_yolo_gt,
+    contiguous_category_ids,
+    image_ids_by_name,
+    load_instances,
+    yolo_image_ids,
+)
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
 from umop_yolo.eval.report import write_tables
 
@@ -44,7 +50,7 @@ class CocoDetectionValidator(DetectionValidator):
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
         self.official_json = self._official_json_path()
         if self.official_json is None:
-            self.image_ids = {f: i for i, f in enumerate(im_files, 1)}  # the ids yolo_to_coco gives
+            self.image_ids = yolo_image_ids(im_files)
             self.class_map = list(range(self.nc))  # category id = YOLO class index
         else:
             instances = self._read_instances(self.official_json, im_files)

@@ -42,10 +42,12 @@ def _image_hw(label: Mapping) -> tuple[int, int]:
 def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
     """COCO ground truth from Ultralytics label dicts (`im_file`, `cls`, normalized xywh `bboxes`, maybe `shape`).
 
-    Image ids are 1-based positions in `labels`, category ids are the YOLO class indices, `area` is the box area in
-    pixels (YOLO labels have no masks) and `iscrowd` is 0.
+    Images are sorted by path and numbered from 1 (`yolo_image_ids`), so ids do not depend on the dataset's order
+    (rect validation sorts by aspect ratio); category ids are the YOLO class indices, `area` is the box area in pixels
+    (YOLO labels have no masks) and `iscrowd` is 0.
     """
     images, annotations = [], []
+    labels = sorted(labels, key=lambda lb: lb["im_file"])
     files = _relative_names([lb["im_file"] for lb in labels]) if labels else []
     for image_id, (lb, file_name) in enumerate(zip(labels, files), 1):
         h, w = _image_hw(lb)
@@ -67,10 +69,15 @@ def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def yolo_image_ids(im_files: Sequence[str]) -> dict[str, int]:
+    """The image ids `yolo_to_coco` gives: 1-based positions of the paths in sorted order."""
+    return {f: i for i, f in enumerate(sorted(im_files), 1)}
+
+
 def labels_key(labels: Sequence[Mapping], names: Mapping[int, str]) -> str:
     """SHA-256 of what the ground truth is built from: image paths, sizes and mtimes, classes, boxes, class names."""
     digest = hashlib.sha256(json.dumps(sorted((int(i), str(n)) for i, n in names.items())).encode())
-    for lb in labels:
+    for lb in sorted(labels, key=lambda lb: lb["im_file"]):
         cls = np.asarray(lb["cls"], dtype=np.float32)
         stat = os.stat(lb["im_file"])
         digest.update(f"{lb['im_file']}\0{stat.st_size}\0{stat.st_mtime_ns}\0{cls.size}\0".encode())
