@@ -1,4 +1,4 @@
-"""CocoDetectionValidator inside training: COCO columns in results.csv from epoch 1, and COCO AP as best.pt's fitness."""
+"""CocoDetectionValidator in training: COCO columns in results.csv from epoch 1, COCO AP as best.pt's fitness."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Result-table rows for the COCO numbers: Markdown and CSV, in percent with one decimal as detection papers print AP."""
+"""Result-table rows for the COCO numbers: Markdown and CSV, in percent with one decimal, as papers print AP."""
 
 from __future__ import annotations
 
