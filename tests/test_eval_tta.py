@@ -9,6 +9,7 @@ from torch import nn
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.nn.tasks import DetectionModel
 
+from test_eval_validator import validate, write_scenes
 from umop_yolo.engine.tta import predict_augment
 
 
@@ -76,3 +77,21 @@ def test_stock_yolo_model_passes_are_concatenated_and_de_flipped():
     rescaled[:, [0, 2]] /= 64 / 96
     rescaled[:, [1, 3]] /= 43 / 64
     torch.testing.assert_close(y[..., 2 * n : 2 * n + m], rescaled)
+
+
+class TTADetectionModel(DetectionModel):
+    """How a model class wires TTA: `augment=True` in val/predict reaches `_predict_augment`."""
+
+    calls = 0
+
+    def _predict_augment(self, x: torch.Tensor) -> torch.Tensor:
+        TTADetectionModel.calls += 1
+        return predict_augment(self, x)
+
+
+def test_validator_with_augment_runs_every_pass_through_nms(tmp_path):
+    data = write_scenes(tmp_path / "scenes")
+    model = TTADetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    validator, stats = validate(data, tmp_path / "val", model, augment=True, imgsz=64, conf=1e-4)
+    assert TTADetectionModel.calls == len(validator.dataloader)  # one augmented forward per batch
+    assert (tmp_path / "val" / "predictions.json").is_file() and "metrics/AP(COCO)" in stats

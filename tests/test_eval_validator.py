@@ -96,7 +96,7 @@ class ColorBoxDetector(nn.Module):
 
 def validate(data: Path, save_dir: Path, model: nn.Module, **overrides) -> tuple[CocoDetectionValidator, dict]:
     """Standalone validation of `model` at IMGSZ on CPU."""
-    args = dict(data=str(data), imgsz=IMGSZ, batch=2, device="cpu", workers=0, plots=False, **overrides)
+    args = {"data": str(data), "imgsz": IMGSZ, "batch": 2, "device": "cpu", "workers": 0, "plots": False, **overrides}
     validator = CocoDetectionValidator(save_dir=save_dir, args=args)
     return validator, validator(model=model)
 
