@@ -1,0 +1,82 @@
+"""Anchor-to-ground-truth assignment for a whole batch at once (no Python loop over images, anchors or boxes).
+
+Ground truth is padded per image: boxes (B, M, 4) xyxy, mask (B, M) marking the real ones. Both assigners return an
+`Assignment`: for every anchor the index of its box (meaningful where `pos`), and which anchors are positive or
+ignored (neither positive nor negative: no loss at all).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from umop_yolo.nn.iou import pairwise_iou
+
+
+class Assignment(NamedTuple):
+    gt_index: Tensor  # (B, A) long: index into the image's boxes (M axis)
+    pos: Tensor  # (B, A) bool
+    ignore: Tensor  # (B, A) bool
+
+
+class MaxIoUAssigner:
+    """RetinaNet's assigner: positive if max IoU >= pos_iou_thr, negative if < neg_iou_thr, ignored in between.
+
+    Low-quality matches (MMDetection `match_low_quality=True`, `gt_max_assign_all=True`): every anchor whose IoU with a
+    box equals that box's best IoU (>= min_pos_iou and > 0) is made positive for it, so each box gets at least one
+    anchor; where several boxes claim an anchor this way the last box wins, as in MMDetection's loop over boxes.
+    """
+
+    def __init__(self, pos_iou_thr: float = 0.5, neg_iou_thr: float = 0.4, min_pos_iou: float = 0.0) -> None:
+        self.pos_iou_thr, self.neg_iou_thr, self.min_pos_iou = pos_iou_thr, neg_iou_thr, min_pos_iou
+
+    def __call__(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, mask: Tensor) -> Assignment:
+        iou = pairwise_iou(anchors, boxes).masked_fill_(~mask[:, None, :], -1.0)  # (B, A, M)
+        max_iou, gt_index = iou.max(-1)
+        pos = max_iou >= self.pos_iou_thr
+        neg = max_iou < self.neg_iou_thr  # includes images without boxes (max_iou = -1)
+        best = iou.amax(1, keepdim=True)  # (B, 1, M): each box's best IoU
+        claims = (iou == best) & (best >= self.min_pos_iou) & (best > 0)
+        order = torch.arange(1, iou.shape[-1] + 1, device=iou.device)
+        claimant = (claims * order).amax(-1)  # (B, A): 1 + the last box claiming the anchor, 0 if none
+        low_quality = claimant > 0
+        gt_index = torch.where(low_quality, claimant - 1, gt_index)
+        pos = pos | low_quality
+        return Assignment(gt_index, pos, ~pos & ~neg)
+
+
+class ATSSAssigner:
+    """Adaptive training sample selection (Zhang et al. 2020).
+
+    For each box: the `topk` anchors per level whose centres are closest to the box centre are candidates; those with
+    IoU >= mean + std of the candidates' IoUs (std unbiased, as torch/MMDetection) and whose centre lies inside the box
+    (by more than 0.01 px) are positive. An anchor positive for several boxes goes to the one it overlaps most (the
+    first such box on ties). Everything else is negative; nothing is ignored.
+    """
+
+    def __init__(self, topk: int = 9) -> None:
+        self.topk = topk
+
+    def __call__(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, mask: Tensor) -> Assignment:
+        iou = pairwise_iou(anchors, boxes)  # (B, A, M)
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2  # (A, 2)
+        box_centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (B, M, 2)
+        dist = (centres[None, :, None, :] - box_centres[:, None, :, :]).pow(2).sum(-1)  # squared: same order
+        candidates, start = [], 0
+        for n in level_sizes:
+            k = min(self.topk, n)
+            candidates.append(dist[:, start : start + n].topk(k, dim=1, largest=False).indices + start)
+            start += n
+        cand = torch.cat(candidates, 1)  # (B, K, M) anchor indices
+        cand_iou = iou.gather(1, cand)
+        threshold = cand_iou.mean(1, keepdim=True) + cand_iou.std(1, keepdim=True)
+        cx, cy = centres[cand, 0], centres[cand, 1]  # (B, K, M)
+        b = boxes[:, None, :, :]
+        inside = torch.stack([cx - b[..., 0], cy - b[..., 1], b[..., 2] - cx, b[..., 3] - cy], -1).amin(-1) > 0.01
+        keep = (cand_iou >= threshold) & inside & mask[:, None, :]
+        masked = torch.full_like(iou, -1.0).scatter_(1, cand, torch.where(keep, cand_iou, -1.0))
+        best, gt_index = masked.max(-1)
+        pos = best >= 0
+        return Assignment(gt_index, pos, torch.zeros_like(pos))

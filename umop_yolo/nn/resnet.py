@@ -1,0 +1,180 @@
+"""ResNet / ResNeXt backbones for RetinaNet and ATSS, set up as MMDetection does (`style='pytorch'`).
+
+* built by torchvision's constructors with `weights=None`; ImageNet weights come only from a local file or the torch
+  hub cache (never downloaded): `pretrained` is a path, or `imagenet` (torchvision's IMAGENET1K_V1, which is what
+  MMDetection's `torchvision://resnet50` means) or any torchvision weights name such as `IMAGENET1K_V2`;
+* `frozen_stages`: the stem and stages 1..frozen_stages are frozen (their tensors become buffers, so no trainer can
+  unfreeze them, and their BatchNorms stay in eval mode); -1 freezes nothing;
+* `norm_eval`: every BatchNorm keeps its ImageNet statistics (eval mode), its affine weights still train;
+* `dcn_stages`: 3x3 convs of these stages (2, 3, 4 = C3, C4, C5) become modulated deformable convs (DCNv2);
+* input: Ultralytics' RGB images in [0, 1]; the ImageNet mean/std normalisation happens here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from umop_yolo.nn.dcn import ModulatedDeformConv2d
+
+try:
+    from ultralytics.utils import LOGGER as _LOG  # the trainer's logger when available
+except ImportError:  # pragma: no cover - umop_yolo.nn does not need Ultralytics
+    import logging
+
+    _LOG = logging.getLogger(__name__)
+
+# (depth, groups, base_width) -> (torchvision constructor, its weights enum)
+ARCHS = {
+    (18, 1, 64): ("resnet18", "ResNet18_Weights"),
+    (50, 1, 64): ("resnet50", "ResNet50_Weights"),
+    (101, 1, 64): ("resnet101", "ResNet101_Weights"),
+    (101, 64, 4): ("resnext101_64x4d", "ResNeXt101_64X4D_Weights"),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def freeze_(module: nn.Module) -> None:
+    """Turn every parameter of `module` into a buffer of the same name (state-dict keys are unchanged)."""
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                del m._parameters[name]
+                m.register_buffer(name, p.detach())
+
+
+def pretrained_file(pretrained: str | Path | None, arch: str, weights_enum: str) -> Path | None:
+    """The local weights file `pretrained` names, or None when it is a torchvision name not in the hub cache."""
+    if not pretrained:
+        return None
+    path = Path(pretrained).expanduser()
+    if path.suffix or len(path.parts) > 1:  # a file path, not a name
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone pretrained weights '{pretrained}' not found")
+        return path
+    name = "IMAGENET1K_V1" if str(pretrained).lower() == "imagenet" else str(pretrained)
+    weights = getattr(getattr(torchvision.models, weights_enum), name, None)
+    if weights is None:
+        raise ValueError(f"backbone pretrained='{pretrained}': {weights_enum} has no '{name}' (nor is it a file)")
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return cached if cached.is_file() else None
+
+
+class ResNet(nn.Module):
+    """ResNet-18/50/101 or ResNeXt-101-64x4d returning the C3, C4, C5 feature maps (strides 8, 16, 32).
+
+    Module names match torchvision's (`conv1`, `bn1`, `layer1`...), so torchvision checkpoints load as they are.
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        groups: int = 1,
+        base_width: int = 64,
+        frozen_stages: int = 1,
+        norm_eval: bool = True,
+        dcn_stages: tuple[int, ...] | list[int] = (),
+        pretrained: str | None = "imagenet",
+    ) -> None:
+        super().__init__()
+        key = (depth, groups, base_width if groups > 1 else 64)
+        if key not in ARCHS:
+            raise ValueError(f"unsupported backbone depth={depth} groups={groups} base_width={base_width}; "
+                             f"choose one of {sorted(ARCHS)} (depth, groups, base_width)")
+        arch, weights_enum = ARCHS[key]
+        net = getattr(torchvision.models, arch)(weights=None)
+        for name in ("conv1", "bn1", "relu", "maxpool", *STAGES):
+            setattr(self, name, getattr(net, name))
+        block = self.layer1[0]
+        self.out_channels = [getattr(self, s)[-1].bn2.num_features if isinstance(block, BasicBlock)
+                             else getattr(self, s)[-1].bn3.num_features for s in STAGES[1:]]
+        self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        for stage in dcn_stages:
+            self._add_dcn(stage)
+        self._load_pretrained(pretrained, arch, weights_enum)
+        for m in self._frozen_modules():
+            freeze_(m)
+
+    def _add_dcn(self, stage: int) -> None:
+        if stage not in (2, 3, 4):
+            raise ValueError(f"dcn_stages takes 2, 3, 4 (C3-C5), got {stage}")
+        for block in getattr(self, STAGES[stage - 1]):
+            if not isinstance(block, Bottleneck):
+                raise ValueError("DCN needs Bottleneck blocks (ResNet-50 and deeper)")
+            block.conv2 = ModulatedDeformConv2d(block.conv2)
+
+    def _load_pretrained(self, pretrained: str | None, arch: str, weights_enum: str) -> None:
+        file = pretrained_file(pretrained, arch, weights_enum)
+        if file is None:
+            if pretrained:
+                _LOG.warning(f"{arch}: no ImageNet weights in the torch hub cache ({torch.hub.get_dir()}/checkpoints): "
+                             "training starts from scratch (backbone pretrained=<file.pth> takes a local copy)")
+            return
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, _ = self.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
+        missing = [k for k in missing if "conv_offset" not in k]  # DCN offsets are new: they start at zero
+        if missing:
+            raise ValueError(f"{file} is not a {arch} checkpoint: missing {missing[:3]}...")
+        _LOG.info(f"{arch}: ImageNet weights loaded from {file}")
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        stem = [self.conv1, self.bn1] if self.frozen_stages >= 0 else []
+        return stem + [getattr(self, STAGES[i]) for i in range(max(self.frozen_stages, 0))]
+
+    def train(self, mode: bool = True) -> ResNet:
+        """Frozen stages, and every BatchNorm when `norm_eval`, stay in eval mode (MMDetection's ResNet.train)."""
+        super().train(mode)
+        if mode:
+            for m in self._frozen_modules():
+                m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        m.eval()
+        return self
+
+    @property
+    def fused(self) -> bool:
+        return not any(isinstance(m, nn.BatchNorm2d) for m in self.modules())
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold every BatchNorm into the conv before it, for inference (BN statistics are frozen anyway)."""
+        for owner, conv_name, bn_name in self._conv_bn_pairs():
+            conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+            scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            weight = conv.weight * scale.view(-1, 1, 1, 1)
+            for name, value in (("weight", weight), ("bias", bias)):
+                conv._parameters.pop(name, None)
+                conv._buffers.pop(name, None)
+                conv.register_buffer(name, value.detach())
+            setattr(owner, bn_name, nn.Identity())
+
+    def _conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
+        pairs = [(self, "conv1", "bn1")]
+        for stage in STAGES:
+            for block in getattr(self, stage):
+                pairs += [(block, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(block, f"bn{i}")]
+                if block.downsample is not None:
+                    pairs.append((block.downsample, "0", "1"))
+        return [p for p in pairs if isinstance(getattr(p[0], p[2]), nn.BatchNorm2d)]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = (x - self.mean) / self.std
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        return [c3, c4, self.layer4(c4)]
