@@ -123,19 +123,18 @@ class CocoDetectionValidator(DetectionValidator):
         self.metrics.clear_stats()
         return stats
 
-    def coco_evaluate(self, stats: dict[str, Any], pred_json: list | str | Path, anno_json: dict | str | Path) -> dict:
-        """Score predictions with pycocotools (Ultralytics' version needs faster-coco-eval) and add them to `stats`."""
-        if isinstance(pred_json, (str, Path)):
-            pred_json = load_instances(pred_json)
-        if isinstance(anno_json, (str, Path)):
-            anno_json = load_instances(anno_json)
+    def coco_evaluate(self, stats: dict[str, Any], pred_json: list[dict], anno_json: dict) -> dict[str, Any]:
+        """Score COCO results against COCO ground truth with pycocotools and add the six numbers to `stats`.
+
+        Replaces Ultralytics' version, which needs faster-coco-eval (not a dependency) and only warns without it.
+        """
         per_class = bool(getattr(self.args, "per_class", False))
         if len(pred_json):
             scores = evaluate_boxes(anno_json, pred_json, use_cats=not self.args.single_cls, per_class=per_class)
             LOGGER.info(f"pycocotools COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
             self.metrics.coco = scores.stats
         else:
-            LOGGER.warning("no predictions above conf: COCO metrics are 0.")
+            LOGGER.warning("no predictions to score: COCO metrics are 0.")
             self.metrics.coco = dict.fromkeys(METRICS, 0.0)
         self.metrics.coco_per_class = {}
         if per_class and len(pred_json):
