@@ -156,10 +156,11 @@ class ResNet(nn.Module):
             if conv.bias is not None:
                 bias = bias + conv.bias * scale
             weight = conv.weight * scale.view(-1, 1, 1, 1)
-            for name, value in (("weight", weight), ("bias", bias)):
-                conv._parameters.pop(name, None)
-                conv._buffers.pop(name, None)
-                conv.register_buffer(name, value.detach())
+            for name, value in (("weight", weight), ("bias", bias)):  # frozen tensors stay buffers
+                if name in conv._buffers:
+                    conv._buffers[name] = value
+                else:
+                    setattr(conv, name, nn.Parameter(value, requires_grad=False))
             setattr(owner, bn_name, nn.Identity())
 
     def _conv_bn_pairs(self) -> list[tuple[nn.Module, str, str]]:
