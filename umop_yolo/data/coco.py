@@ -73,16 +73,16 @@ def read_coco(json_file: Path, image_dir: Path) -> tuple[list[str], list[Sample]
     samples, crowd = [], 0
     for entry in data["images"]:
         if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            report(f"{json_file}: image {entry!r}", "needs an 'id' and a 'file_name'")
+            report(f"{json_file}: image {entry!r}", "needs an 'id' and a 'file_name'", "image")
             continue
         path = image_dir / entry["file_name"]
         try:
             width, height = _image_size(entry, path) if path.is_file() else (0.0, 0.0)
         except OSError as e:
-            report(str(path), f"unreadable image ({e})")
+            report(str(path), f"unreadable image ({e})", "image")
             continue
         if not width:
-            report(str(path), f"image of {json_file.name} image id {entry['id']} not found")
+            report(str(path), f"not found (image id {entry['id']} of {json_file.name})", "image")
             continue
         rows = []
         for ann in by_image.get(entry["id"], []):

@@ -35,11 +35,11 @@ class Reporter:
         self.source = str(source)
         self.count = 0
 
-    def __call__(self, where: str, problem: str) -> None:
-        """Report `problem` found at `where` (a file:line, an annotation id, ...)."""
+    def __call__(self, where: str, problem: str, skipped: str = "label") -> None:
+        """Report `problem` found at `where` (a file:line, an annotation id, ...) and what is `skipped` for it."""
         self.count += 1
         if self.count <= MAX_WARNINGS:
-            LOGGER.warning(f"{where}: {problem}, skipped")
+            LOGGER.warning(f"{where}: {problem}, {skipped} skipped")
 
     def close(self) -> None:
         """Log how many warnings were not shown."""

@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 import umop_yolo
-from umop_yolo.data import convert, shapes
+from umop_yolo.data import shapes
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
+from umop_yolo.data.convert import check_format, convert_sources
 from umop_yolo.data.labels import Reporter, write_split
 from umop_yolo.data.yolo import audit_split, list_images
 
@@ -73,18 +74,18 @@ def load_yaml(file: Path) -> dict[str, Any]:
 
 def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     if "generate" in cfg:
-        if extra := sorted(set(cfg) - {"generate", "names"}):
+        if extra := sorted(map(str, set(cfg) - {"generate", "names"})):
             raise ValueError(f"key '{extra[0]}' cannot be combined with 'generate' (only 'names' can)")
         return shapes.build_shapes(shapes.spec_from_yaml(cfg["generate"], cfg.get("names")))
     fmt = cfg.get("format", "yolo")
     if fmt != "yolo":
-        convert.check_format(fmt)
+        check_format(fmt)
     root = _root(file, cfg)
     names = _names(cfg, required=fmt == "yolo")
     if fmt == "yolo":
         resolved = _resolve_yolo(file, cfg, root, names)
     else:
-        converted = convert.convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem)
+        converted = convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem)
         resolved = yaml.safe_load(converted.read_text(encoding="utf-8"))
         resolved.update({k: str(Path(resolved["path"]) / resolved[k]) for k in SPLITS if k in resolved})
     out = {k: v for k, v in cfg.items() if k not in CONSUMED} | resolved

@@ -19,7 +19,7 @@ import yaml
 
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 
-GENERATOR_VERSION = 1  # bump whenever the pictures change, so old caches are not reused
+GENERATOR_VERSION = 2  # bump whenever the pictures change, so old caches are not reused
 SHAPES = ("circle", "square", "triangle", "cross", "star")
 MIN_SIZE = 8.0  # px, smallest object side (geometric mean of w and h)
 MAX_FRAC = 0.8  # largest object side as a fraction of the image
@@ -199,12 +199,12 @@ def _fits(box: tuple[float, ...], boxes: list[tuple[float, ...]]) -> bool:
 
 
 def _place(rng: np.random.Generator, s: int, names: tuple[str, ...]) -> list[tuple[int, tuple[float, ...], np.ndarray]]:
-    """Choose classes, sizes and positions: an optional crowded cluster, then 1-6 free objects."""
+    """Choose classes, sizes and positions: an optional crowded cluster, then 2-6 free objects."""
     nc = len(names)
     wanted: list[tuple[int, float, np.ndarray | None]] = []  # (class, size, fixed centre or None)
-    if rng.random() < 0.35:
-        cell = rng.uniform(MIN_SIZE + 2, 24)
-        g = int(rng.integers(2, 5))
+    if rng.random() < 0.3:
+        cell = rng.uniform(MIN_SIZE + 4, 24)
+        g = int(rng.integers(2, 4))
         origin = rng.uniform(0, max(1.0, s - g * cell), 2)
         single = rng.integers(0, nc) if rng.random() < 0.5 else None
         for i in range(g):
@@ -212,7 +212,7 @@ def _place(rng: np.random.Generator, s: int, names: tuple[str, ...]) -> list[tup
                 size = cell * rng.uniform(0.65, 0.9)
                 cls = single if single is not None else rng.integers(0, nc)
                 wanted.append((int(cls), size, origin + cell * np.array([j + 0.5, i + 0.5])))
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(2, 7))):
         size = float(np.exp(rng.uniform(np.log(MIN_SIZE), np.log(MAX_FRAC * s))))
         wanted.append((int(rng.integers(0, nc)), size, None))
 

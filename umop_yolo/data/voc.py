@@ -64,11 +64,11 @@ def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
     try:
         tree = ET.parse(xml).getroot()
     except (OSError, ET.ParseError) as e:
-        report(str(xml), f"missing or malformed XML ({e}), image")
+        report(str(xml), f"missing or malformed XML ({e})", "image")
         return None
     image = root / "JPEGImages" / (_text(tree, "filename") or f"{image_id}.jpg")
     if not image.is_file():
-        report(str(xml), f"image {image} not found, image")
+        report(str(xml), f"image {image} not found", "image")
         return None
     size = tree.find("size")
     try:
@@ -80,7 +80,7 @@ def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
             with Image.open(image) as im:
                 width, height = float(im.width), float(im.height)
         except OSError as e:
-            report(str(image), f"unreadable image ({e})")
+            report(str(image), f"unreadable image ({e})", "image")
             return None
     result = VocImage(image, width, height)
     for k, obj in enumerate(tree.iter("object")):

@@ -68,7 +68,7 @@ def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
             samples.append(Sample(image))
             continue
         except (OSError, UnicodeDecodeError) as e:
-            report(str(lf), f"unreadable label file ({e.__class__.__name__}), image")
+            report(str(lf), f"unreadable label file ({e.__class__.__name__})", "image")
             continue
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
