@@ -233,6 +233,7 @@ class DenseDetectionModel(UmopDetectionModel):
         config = dense_config(self.yaml)
         nc = config.get("nc", 80)
         backbone = ResNet(**config["backbone"])
+        report_backbone_weights(backbone, config["backbone"]["pretrained"])
         neck = FPN(backbone.out_channels, **config["neck"])
         self.model = nn.Sequential(backbone, neck, build_head(config, nc))
         for i, m in enumerate(self.model):
@@ -279,6 +280,16 @@ class DenseDetectionModel(UmopDetectionModel):
             if verbose:
                 self.info(imgsz=imgsz)
         return self
+
+
+def report_backbone_weights(backbone: ResNet, pretrained: str | None) -> None:
+    """One log line: where the ImageNet weights came from, or that the backbone starts from scratch."""
+    if backbone.weights_file:
+        LOGGER.info(f"{backbone.arch}: ImageNet weights from {backbone.weights_file}")
+    elif pretrained:
+        LOGGER.warning(f"{backbone.arch}: no ImageNet weights '{pretrained}' in the torch hub cache "
+                       f"({torch.hub.get_dir()}/checkpoints), so training starts from scratch; nothing is downloaded "
+                       "(backbone pretrained=<file.pth> takes a local copy)")
 
 
 def build_head(config: dict, nc: int) -> DenseHead:

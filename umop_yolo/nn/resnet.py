@@ -8,6 +8,8 @@
 * `norm_eval`: every BatchNorm keeps its ImageNet statistics (eval mode), its affine weights still train;
 * `dcn_stages`: 3x3 convs of these stages (2, 3, 4 = C3, C4, C5) become modulated deformable convs (DCNv2);
 * input: Ultralytics' RGB images in [0, 1]; the ImageNet mean/std normalisation happens here.
+
+`weights_file` records the file the ImageNet weights came from (None: random init), for the caller to report.
 """
 
 from __future__ import annotations
@@ -20,13 +22,6 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from umop_yolo.nn.dcn import ModulatedDeformConv2d
-
-try:
-    from ultralytics.utils import LOGGER as _LOG  # the trainer's logger when available
-except ImportError:  # pragma: no cover - umop_yolo.nn does not need Ultralytics
-    import logging
-
-    _LOG = logging.getLogger(__name__)
 
 # (depth, groups, base_width) -> (torchvision constructor, its weights enum)
 ARCHS = {
@@ -99,7 +94,8 @@ class ResNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         for stage in dcn_stages:
             self._add_dcn(stage)
-        self._load_pretrained(pretrained, arch, weights_enum)
+        self.arch = arch
+        self.weights_file = self._load_pretrained(pretrained, arch, weights_enum)
         for m in self._frozen_modules():
             freeze_(m)
 
@@ -111,20 +107,17 @@ class ResNet(nn.Module):
                 raise ValueError("DCN needs Bottleneck blocks (ResNet-50 and deeper)")
             block.conv2 = ModulatedDeformConv2d(block.conv2)
 
-    def _load_pretrained(self, pretrained: str | None, arch: str, weights_enum: str) -> None:
+    def _load_pretrained(self, pretrained: str | None, arch: str, weights_enum: str) -> str | None:
         file = pretrained_file(pretrained, arch, weights_enum)
         if file is None:
-            if pretrained:
-                _LOG.warning(f"{arch}: no ImageNet weights in the torch hub cache ({torch.hub.get_dir()}/checkpoints): "
-                             "training starts from scratch (backbone pretrained=<file.pth> takes a local copy)")
-            return
+            return None
         state = torch.load(file, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
         missing, _ = self.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
         missing = [k for k in missing if "conv_offset" not in k]  # DCN offsets are new: they start at zero
         if missing:
             raise ValueError(f"{file} is not a {arch} checkpoint: missing {missing[:3]}...")
-        _LOG.info(f"{arch}: ImageNet weights loaded from {file}")
+        return str(file)
 
     def _frozen_modules(self) -> list[nn.Module]:
         stem = [self.conv1, self.bn1] if self.frozen_stages >= 0 else []
