@@ -42,7 +42,7 @@ def test_umop_false_is_bit_identical_to_stock_loss(yaml):
     (l1, items1), (l2, items2) = stock.loss(batch()), ours.loss(batch())
     assert torch.equal(l1, l2)
     assert all(torch.equal(items1[k], items2[k]) for k in items1)
-    assert type(ours.criterion) is type(stock.criterion)
+    assert isinstance(ours.criterion, type(stock.criterion))  # the stock criterion, or a subclass that only records
 
 
 def test_umop_true_replaces_only_the_classification_term():

@@ -2,7 +2,8 @@
 
 TaskAlignedAssigner, the box (CIoU) and DFL losses and the normaliser (sum of target scores) stay Ultralytics' own; only
 `v8DetectionLoss.bce` is replaced, by a callable that splits the anchors by level (P3, P4, P5 ...) and applies the
-progressive focal loss with that level's gamma_l, alpha_l (Eq. 3-5).
+progressive focal loss with that level's gamma_l, alpha_l (Eq. 3-5). With `umop=false` the same level split keeps
+the stock BCE bit for bit and only records per-level positives and loss shares for the level diagnostics.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from ultralytics.utils.loss import v8DetectionLoss
 
 from umop_yolo.pfl import ProgressiveFocalLoss
@@ -51,19 +52,52 @@ class LevelwisePFL:
         return torch.cat([x * (w * normalizer) for x, w in zip(losses, weights)], 1)
 
 
-class PFLDetectionLoss(v8DetectionLoss):
+class LevelwiseBCE:
+    """Drop-in for `v8DetectionLoss.bce` that returns exactly Ultralytics' elementwise BCE and records, per level, the
+    positive samples and the level's share of the classification loss (`last_stats`, detached, on the device)."""
+
+    def __init__(self) -> None:
+        self.bce = nn.BCEWithLogitsLoss(reduction="none")  # the stock criterion's own op: same bits
+        self.level_sizes: list[int] = []
+        self.last_stats: dict[str, Tensor] = {}
+
+    def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
+        loss = self.bce(logits, targets)
+        with torch.no_grad():
+            normalizer = targets.float().sum().clamp_min(1.0)  # what Ultralytics divides by
+            parts = zip(loss.detach().split(self.level_sizes, 1), targets.split(self.level_sizes, 1))
+            level_loss, num_pos = zip(*[(x.float().sum(), (t > 0).any(-1).sum()) for x, t in parts])
+            self.last_stats = {
+                "num_pos": torch.stack(num_pos).float(),
+                "num_samples": torch.tensor([n * len(logits) for n in self.level_sizes], dtype=torch.float32,
+                                            device=logits.device),
+                "loss": torch.stack(level_loss) / normalizer,
+            }
+        return loss
+
+
+class LevelSplitDetectionLoss(v8DetectionLoss):
+    """`v8DetectionLoss` whose `bce` knows each anchor's pyramid level: by default the stock BCE, recorded per level
+    (`umop=false`); `PFLDetectionLoss` swaps in the per-level progressive focal loss."""
+
+    def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None) -> None:
+        super().__init__(model, tal_topk, tal_topk2)
+        self.bce: LevelwiseBCE | LevelwisePFL = LevelwiseBCE()
+
+    @property
+    def last_stats(self) -> dict[str, Tensor]:
+        """Per-level statistics of the latest step."""
+        return self.bce.last_stats
+
+    def get_assigned_targets_and_loss(self, preds: dict[str, Any], batch: dict[str, Tensor], **assign_kwargs) -> tuple:
+        """Record the level sizes (anchors per level, in head order) before Ultralytics' assignment and loss run."""
+        self.bce.level_sizes = [f.shape[2] * f.shape[3] for f in preds["feats"]]
+        return super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+
+
+class PFLDetectionLoss(LevelSplitDetectionLoss):
     """`v8DetectionLoss` with the per-level progressive focal loss as its classification term."""
 
     def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None) -> None:
         super().__init__(model, tal_topk, tal_topk2)
         self.bce = LevelwisePFL(pfl_from_args(model.args))
-
-    @property
-    def last_stats(self) -> dict[str, Tensor]:
-        """Per-level statistics of the latest training step."""
-        return self.bce.last_stats
-
-    def loss(self, preds: dict[str, Any], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Record the level sizes (anchors per level, in head order) before Ultralytics' loss runs."""
-        self.bce.level_sizes = [f.shape[2] * f.shape[3] for f in preds["feats"]]
-        return super().loss(preds, batch)

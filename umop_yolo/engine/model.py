@@ -9,22 +9,22 @@ from ultralytics.models import yolo
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss
 
-from umop_yolo.engine.loss import PFLDetectionLoss
+from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 
 
 class UmopDetectionModel(DetectionModel):
     """An Ultralytics YOLO `DetectionModel` trained with per-level PFL when `args.umop` is true.
 
     The criterion lives on the model (not the trainer) because the EMA copy used for validation and Ultralytics'
-    resume path both rebuild it with `init_criterion()`. With `umop=false` it is exactly the stock loss.
+    resume path both rebuild it with `init_criterion()`. With `umop=false` it is the stock loss, bit for bit, in a
+    subclass that also records per-level statistics for the level diagnostics.
     """
 
     def init_criterion(self) -> Any:
-        if not getattr(self.args, "umop", True):
-            return super().init_criterion()
+        loss_fn = PFLDetectionLoss if getattr(self.args, "umop", True) else LevelSplitDetectionLoss
         if getattr(self.model[-1], "one2one_cv2", None) is not None:  # end-to-end heads (YOLO26, YOLOv10)
-            return E2ELoss(self, loss_fn=PFLDetectionLoss)
-        return PFLDetectionLoss(self)
+            return E2ELoss(self, loss_fn=loss_fn)
+        return loss_fn(self)
 
 
 def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True) -> DetectionModel:
