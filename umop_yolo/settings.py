@@ -18,6 +18,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_w": (0.5, "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
     "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
     "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
+    "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
+                               "alpha, cls loss: the window's mean and quartiles)"),
 }
 UMOP_DEFAULTS = {k: v[0] for k, v in UMOP_SETTINGS.items()}
 CHOICES = {"pfl_statistic": ("released", "paper"), "lrp_reduction": ("sum", "mean")}
@@ -54,6 +56,9 @@ def check_umop_args(args: Any) -> None:
         raise ValueError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
     if w <= 0:
         raise ValueError(f"pfl_w={w} must be > 0")
+    interval = get("level_log_interval", UMOP_DEFAULTS["level_log_interval"])
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"level_log_interval={interval!r} must be an integer >= 1")
     for key, choices in CHOICES.items():
         value = get(key, UMOP_DEFAULTS[key])
         if value not in choices:

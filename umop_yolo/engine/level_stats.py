@@ -1,14 +1,25 @@
-"""Per-level PFL statistics, accumulated on the device every step and read once per epoch (no per-step host sync)."""
+"""Per-level training statistics (paper Fig. 2, 3): positive proportion, gamma_l, alpha_l, classification loss.
+
+Every step writes one (L, 4) row into a preallocated device buffer (no host sync). Once per window of `interval`
+steps, and at the end of each epoch, the window is copied to the host in one transfer, appended to `levels.csv`
+(one row per level: the window's positive-proportion quartiles and mean gamma, alpha, loss) and added to the epoch's
+means, which become results.csv columns. The file therefore grows by L rows per window, never per step.
+"""
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-LOGGED = ("gamma", "alpha")  # per-level values written to results.csv every epoch
+FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
+QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}
+CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
+               *(f"pos_ratio_{k}" for k in QUANTILES), "gamma", "alpha", "cls_loss")
 
 
 def level_names(strides: Tensor | list[float]) -> list[str]:
@@ -22,24 +33,94 @@ def criterion_stats(criterion: Any) -> dict[str, Tensor]:
     return getattr(criterion, "last_stats", None) or {}
 
 
-class LevelStatsMeter:
-    """Running sums of per-level statistics, kept on the device."""
+def step_values(stats: dict[str, Tensor]) -> Tensor:
+    """(L, 4) positive proportion, gamma, alpha and classification loss of one step, on the stats' device.
 
-    def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
-        self.steps = 0
+    gamma and alpha are NaN for criteria without them (the stock YOLO loss). No host sync.
+    """
+    ratio = stats["num_pos"].float() / stats["num_samples"].float().clamp_min(1.0)
+    missing = torch.full_like(ratio, math.nan)
+    return torch.stack([ratio, stats.get("gamma", missing), stats.get("alpha", missing), stats["loss"]], -1).float()
+
+
+def _fmt(x: float) -> str:
+    return "" if math.isnan(x) else f"{x:.6g}"
+
+
+class LevelRecorder:
+    """Bounded per-level record of a training run: device window buffer -> `levels.csv` rows + epoch means.
+
+    Args:
+        path: the CSV to append to (created with a header), or None to keep only the epoch means.
+        interval: steps per window, i.e. per CSV row of each level.
+    """
+
+    def __init__(self, path: Path | None, interval: int = 10) -> None:
+        if interval < 1:
+            raise ValueError(f"interval={interval} must be >= 1")
+        self.path, self.interval = path, interval
+        self.names: list[str] = []
+        self.epoch = self.iteration = self.count = 0  # 1-based epoch, global steps done, steps in the window
+        self.buffer: Tensor | None = None  # (interval, L, 4)
+        self.epoch_sum: Tensor | None = None  # (L, 4) on the host
+        self.epoch_steps = 0
+
+    def start_epoch(self, epoch: int, iteration: int, names: list[str]) -> None:
+        """Begin epoch `epoch` (1-based) after `iteration` global steps; a restarted epoch drops its unsaved part."""
+        self.epoch, self.iteration, self.names = epoch, iteration, names
+        self.count, self.epoch_sum, self.epoch_steps = 0, None, 0
 
     def update(self, stats: dict[str, Tensor]) -> None:
-        for key in LOGGED:
-            if key in stats:
-                self.sums[key] = self.sums[key] + stats[key] if key in self.sums else stats[key].clone()
-        self.steps += bool(stats)
+        """Store one step's statistics in the device buffer; flush when the window is full."""
+        if not stats:
+            return
+        values = step_values(stats)
+        if self.buffer is None or self.buffer.shape[1:] != values.shape or self.buffer.device != values.device:
+            self.flush()
+            self.buffer = values.new_empty((self.interval, *values.shape))
+        self.buffer[self.count] = values
+        self.count += 1
+        self.iteration += 1
+        if self.count == self.interval:
+            self.flush()
 
-    def summary(self, names: list[str]) -> dict[str, float]:
-        """Epoch means as `pfl/<stat>_<level>` columns, then reset. One host sync per call."""
+    def flush(self) -> None:
+        """Copy the window to the host (the one sync per window), append its rows, add it to the epoch's sums."""
+        if not self.count:
+            return
+        window = self.buffer[: self.count].cpu()  # (n, L, 4)
+        self.count = 0
+        self.epoch_sum = window.sum(0) if self.epoch_sum is None else self.epoch_sum + window.sum(0)
+        self.epoch_steps += len(window)
+        if self.path is not None:
+            self._append(window)
+
+    def _append(self, window: Tensor) -> None:
+        mean = window.mean(0)  # (L, 4)
+        quartiles = torch.quantile(window[..., 0], torch.tensor(list(QUANTILES.values())), dim=0)  # (5, L)
+        names = self.names or [f"L{i}" for i in range(window.shape[1])]
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(CSV_COLUMNS)
+            for i, name in enumerate(names):
+                values = [mean[i, 0], *quartiles[:, i], mean[i, 1], mean[i, 2], mean[i, 3]]
+                writer.writerow([self.iteration, self.epoch, name, len(window), *(_fmt(float(v)) for v in values)])
+
+    def end_epoch(self) -> dict[str, float]:
+        """Flush the rest of the epoch; its per-level means as results.csv columns (`pfl/gamma_P3` and `pfl/alpha_P3`
+        where the loss has them, `level/pos_ratio_P3`, `level/cls_loss_P3`), then reset. {} if nothing was recorded."""
+        self.flush()
+        if self.epoch_sum is None:
+            return {}
+        mean = self.epoch_sum / self.epoch_steps
+        self.epoch_sum, self.epoch_steps = None, 0
+        names = self.names or [f"L{i}" for i in range(len(mean))]
         out = {}
-        for key, total in self.sums.items():
-            for name, value in zip(names, (total / max(self.steps, 1)).tolist()):
-                out[f"pfl/{key}_{name}"] = value
-        self.sums, self.steps = {}, 0
+        for j, field in enumerate(FIELDS):
+            column, prefix = mean[:, j], "pfl" if field in ("gamma", "alpha") else "level"
+            if not column.isnan().any():
+                out.update({f"{prefix}/{field}_{name}": float(v) for name, v in zip(names, column)})
         return out

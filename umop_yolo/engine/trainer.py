@@ -1,4 +1,4 @@
-"""`UmopTrainer`: Ultralytics' DetectionTrainer building our models, checking UMOP settings, logging gamma_l/alpha_l."""
+"""`UmopTrainer`: Ultralytics' DetectionTrainer building our models, checking UMOP settings, recording per-level stats."""
 
 from __future__ import annotations
 
@@ -10,14 +10,34 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.level_stats import LevelStatsMeter, criterion_stats, level_names
+from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.settings import check_umop_args
 
 
+def _start_level_epoch(trainer: "UmopTrainer") -> None:
+    """on_train_epoch_start: number this epoch's steps and name the pyramid levels for the level recorder."""
+    if RANK in {-1, 0}:
+        names = level_names(unwrap_model(trainer.model).stride)
+        trainer.level_recorder.start_epoch(trainer.epoch + 1, trainer.epoch * len(trainer.train_loader), names)
+
+
 def _record_level_stats(trainer: "UmopTrainer") -> None:
-    """on_train_batch_end: add this step's per-level PFL stats to the epoch meter (device tensors only)."""
-    trainer.level_meter.update(criterion_stats(unwrap_model(trainer.model).criterion))
+    """on_train_batch_end: this step's per-level stats into the recorder's device buffer (no host sync)."""
+    if RANK in {-1, 0}:
+        trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
+
+
+def _plot_levels(trainer: "UmopTrainer") -> None:
+    """on_train_end (rank 0 only): the level diagnostics plots from levels.csv."""
+    from umop_yolo.diagnostics.plots import plot_run
+
+    if (trainer.save_dir / "levels.csv").is_file():
+        plot_run(trainer.save_dir)
+
+
+LEVEL_CALLBACKS = {"on_train_epoch_start": _start_level_epoch, "on_train_batch_end": _record_level_stats,
+                   "on_train_end": _plot_levels}
 
 
 class UmopTrainer(DetectionTrainer):
@@ -28,9 +48,10 @@ class UmopTrainer(DetectionTrainer):
         super().__init__(cfg, overrides, _callbacks)
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
-        self.level_meter = LevelStatsMeter()
-        if _record_level_stats not in self.callbacks["on_train_batch_end"]:  # DDP workers receive ours pickled
-            self.add_callback("on_train_batch_end", _record_level_stats)
+        self.level_recorder = LevelRecorder(self.save_dir / "levels.csv", self.args.level_log_interval)
+        for event, callback in LEVEL_CALLBACKS.items():
+            if callback not in self.callbacks[event]:  # DDP workers receive ours pickled
+                self.add_callback(event, callback)
 
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
@@ -45,6 +66,6 @@ class UmopTrainer(DetectionTrainer):
         return model
 
     def save_metrics(self, metrics: dict) -> None:
-        """Append the epoch's mean gamma_l and alpha_l (columns per level, e.g. pfl/gamma_P3) to results.csv."""
-        names = level_names(unwrap_model(self.model).stride)
-        super().save_metrics({**metrics, **self.level_meter.summary(names)})
+        """Append the epoch's per-level means to results.csv: pfl/gamma_P3, pfl/alpha_P3 (when the loss has them),
+        level/pos_ratio_P3, level/cls_loss_P3 ..."""
+        super().save_metrics({**metrics, **self.level_recorder.end_epoch()})
