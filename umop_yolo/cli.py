@@ -4,6 +4,8 @@
     umop val model=runs/detect/train/weights/best.pt data=shapes.yaml
     umop predict model=best.pt source=images/
     umop export model=best.pt format=onnx
+    umop analyze cfg=yolov8n_umop.yaml data=coco128.yaml batches=20   # positives per pyramid level, no training
+    umop plots run=runs/detect/train                                  # level plots of a finished run
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
 
-USAGE = "usage: umop {train,val,predict,export} [cfg=EXPERIMENT.yaml] [key=value ...]"
+USAGE = "usage: umop {train,val,predict,export,analyze,plots} [cfg=EXPERIMENT.yaml] [key=value ...]"
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -64,7 +66,24 @@ def export(args: dict[str, Any]) -> Any:
     return _model_api(args).export(**args)
 
 
-MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val, "predict": predict, "export": export}
+def analyze(args: dict[str, Any]) -> Any:
+    from umop_yolo.diagnostics.analyze import run_analysis
+
+    return run_analysis(args, args.pop("batches", 10))
+
+
+def plots(args: dict[str, Any]) -> Any:
+    from umop_yolo.diagnostics.plots import plot_run
+
+    if set(args) != {"run"}:
+        raise ConfigError("plots takes only run= (a training run directory, e.g. run=runs/detect/train)")
+    for path in plot_run(args["run"]):
+        print(path)
+
+
+MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val, "predict": predict, "export": export,
+                                                     "analyze": analyze, "plots": plots}
+MODE_KEYS = {"analyze": ("batches",), "plots": ("run",)}  # a mode's own keys, not Ultralytics/UMOP settings
 
 
 def run(mode: str, argv: list[str]) -> Any:
@@ -72,8 +91,9 @@ def run(mode: str, argv: list[str]) -> Any:
     if mode not in MODES:
         raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
     overrides = parse_args(argv)
-    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode == "train" else None)
-    return MODES[mode](experiment_args(cfg, overrides))
+    own = {k: overrides.pop(k) for k in MODE_KEYS.get(mode, ()) if k in overrides}
+    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode in {"train", "analyze"} else None)
+    return MODES[mode]({**experiment_args(cfg, overrides), **own})
 
 
 def main(argv: list[str] | None = None) -> int:

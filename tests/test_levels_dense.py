@@ -1,0 +1,56 @@
+"""Level statistics and `umop analyze` for the RetinaNet / ATSS heads (skipped where those models are absent)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from ultralytics.utils import DEFAULT_CFG_DICT
+
+import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
+from umop_yolo.diagnostics.analyze import analyze_levels
+from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
+
+dense = pytest.importorskip("umop_yolo.engine.dense")
+TINY = {"backbone": {"depth": 18, "pretrained": None}, "neck": {"out_channels": 16},
+        "head": {"feat_channels": 16, "stacked_convs": 1}}
+
+
+def tiny_model(detector: str, umop: bool):
+    torch.manual_seed(0)
+    head = {**TINY["head"], **({"gn_groups": 4} if detector == "atss" else {})}
+    m = dense.DenseDetectionModel({"detector": detector, "nc": 3, **TINY, "head": head}, verbose=False)
+    m.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, "umop": umop})
+    return m
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+            "cls": torch.tensor([[0.0], [2.0], [1.0]]),
+            "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.8, 0.5]])}
+
+
+@pytest.mark.parametrize("detector", ["retinanet", "atss"])
+def test_dense_heads_record_levels_and_analyze_matches_their_assigner(detector):
+    m = tiny_model(detector, umop=True).train()
+    m.loss(batch())
+    stats = criterion_stats(m.criterion)
+    names = level_names(m.stride)
+    assert names == ["P3", "P4", "P5", "P6", "P7"] and stats["num_pos"].shape == (5,)
+    assert stats["num_pos"].sum() > 0
+
+    rec = LevelRecorder(None, interval=4)
+    rec.start_epoch(1, 0, names)
+    rec.update(stats)
+    means = rec.end_epoch()
+    ratio = (stats["num_pos"] / stats["num_samples"]).tolist()
+    assert [means[f"level/pos_ratio_{n}"] for n in names] == pytest.approx(ratio)
+    assert [means[f"pfl/gamma_{n}"] for n in names] == pytest.approx(stats["gamma"].tolist())
+
+    # anchor-based assigners: the same positives whatever the predictions and the classification loss
+    for model in (m, tiny_model(detector, umop=False)):
+        report = analyze_levels(model, [batch()], total=1)
+        assert report.positives == stats["num_pos"].long().tolist()
+        assert sum(report.objects) >= 3 - report.unassigned
+    if detector == "retinanet":  # low-quality matches give every box an anchor
+        assert report.unassigned == 0

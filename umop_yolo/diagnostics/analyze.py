@@ -1,0 +1,183 @@
+"""`umop analyze`: how the chosen head's assigner spreads positives over the pyramid levels (paper Fig. 2).
+
+Runs only the forward pass and target assignment (no backward, no optimiser) over N batches of the training loader,
+augmentations included, with the criterion the model trains with: YOLO heads through Ultralytics' TaskAlignedAssigner
+(`v8DetectionLoss.get_assigned_targets_and_loss`), RetinaNet/ATSS through their MaxIoU/ATSS assigners. Per level it
+reports the positive proportion of each image (positive anchors / anchors of that level) and the objects the level
+receives (ground-truth boxes with at least one positive anchor on it; a box can count on several levels).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from umop_yolo.engine.level_stats import level_names
+
+TABLE_CSV = "levels_table.csv"
+
+
+@dataclass
+class LevelReport:
+    """Per-level assignment statistics accumulated over batches."""
+
+    names: list[str]
+    strides: list[int]
+    ratios: list[list[float]] = field(default_factory=list)  # per level: positive proportion of every image
+    positives: list[int] = field(default_factory=list)  # per level: positive anchors
+    anchors: list[int] = field(default_factory=list)  # per level: anchors per image (last batch's size)
+    objects: list[int] = field(default_factory=list)  # per level: boxes with >= 1 positive anchor there
+    num_boxes: int = 0
+    unassigned: int = 0  # boxes with no positive anchor on any level
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        self.ratios, self.positives, self.anchors, self.objects = [[] for _ in range(n)], [0] * n, [0] * n, [0] * n
+
+    def add(self, pos: Tensor, gt_index: Tensor, level_sizes: list[int], num_boxes: int) -> None:
+        """One batch: (B, A) positive mask, (B, A) matched box index (into each image's boxes), anchors per level."""
+        b = pos.shape[0]
+        image = torch.arange(b, device=pos.device)[:, None].expand_as(pos)
+        width = int(gt_index.max()) + 1 if gt_index.numel() else 1
+        anywhere = torch.zeros(b * width, dtype=torch.bool, device=pos.device)
+        for i, (p, g, im) in enumerate(zip(pos.split(level_sizes, 1), gt_index.split(level_sizes, 1),
+                                           image.split(level_sizes, 1))):
+            hit = torch.zeros_like(anywhere)
+            hit[(im * width + g)[p]] = True
+            anywhere |= hit
+            self.ratios[i].extend((p.sum(1).float() / level_sizes[i]).tolist())
+            self.positives[i] += int(p.sum())
+            self.anchors[i] = level_sizes[i]
+            self.objects[i] += int(hit.sum())
+        self.num_boxes += num_boxes
+        self.unassigned += num_boxes - int(anywhere.sum())
+        self.images += b
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The per-level table: positive proportion (%, over images), positives per image, objects (count, % of boxes)."""
+        out = []
+        for i, name in enumerate(self.names):
+            r = 100 * np.asarray(self.ratios[i])
+            q1, med, q3 = np.percentile(r, [25, 50, 75])
+            out.append({"level": name, "stride": self.strides[i], "anchors_per_image": self.anchors[i],
+                        "pos_pct_mean": r.mean(), "pos_pct_q1": q1, "pos_pct_median": med, "pos_pct_q3": q3,
+                        "positives_per_image": self.positives[i] / self.images, "objects": self.objects[i],
+                        "objects_pct": 100 * self.objects[i] / max(self.num_boxes, 1)})
+        return out
+
+    def table(self) -> str:
+        """The per-level table as aligned text, with a totals line."""
+        head = ("level", "stride", "anchors/img", "pos% mean", "q1", "median", "q3", "pos/img", "objects", "obj%")
+        lines = ["%8s%8s%13s%11s%9s%9s%9s%10s%9s%8s" % head]
+        for r in self.rows():
+            lines.append("%8s%8d%13d%11.3f%9.3f%9.3f%9.3f%10.2f%9d%8.1f" % tuple(r.values()))
+        lines.append(f"{self.images} images, {self.num_boxes} boxes, {self.unassigned} with no positive anchor; "
+                     "pos% = positive anchors / anchors of the level per image; obj% = boxes with a positive there")
+        return "\n".join(lines)
+
+    def save(self, out_dir: Path, title: str) -> list[Path]:
+        """Write levels_table.csv and the Fig. 2 box plot (per-image proportions) into `out_dir`."""
+        from umop_yolo.diagnostics.plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = self.rows()
+        with open(out_dir / TABLE_CSV, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+        boxes = [box_from_values(np.asarray(v), n) for v, n in zip(self.ratios, self.names)]
+        note = f"{self.images} training images (augmented), {self.num_boxes} boxes; one value per image"
+        return [out_dir / TABLE_CSV, plot_positive_proportion(boxes, out_dir / POS_RATIO_PNG, title, note)]
+
+
+def assign(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[int]]:
+    """Forward pass and the model's own target assignment for one preprocessed batch, no loss backward.
+
+    Returns the (B, A) positive mask, the (B, A) index of each anchor's box within its image and the anchors per level.
+    """
+    from ultralytics.utils.loss import v8DetectionLoss
+
+    criterion = getattr(model.criterion, "one2many", model.criterion)
+    preds = model(batch["img"])
+    preds = preds[1] if isinstance(preds, tuple) else preds
+    if isinstance(criterion, v8DetectionLoss):  # YOLO heads: TaskAlignedAssigner on the model's predictions
+        preds = preds.get("one2many", preds)
+        (fg_mask, gt_index, *_), _, _ = criterion.get_assigned_targets_and_loss(preds, batch)
+        return fg_mask, gt_index, [f.shape[2] * f.shape[3] for f in preds["feats"]]
+    from umop_yolo.engine.dense import padded_targets  # RetinaNet / ATSS
+
+    anchors, sizes = criterion.head.anchors_for(preds["feats"])
+    boxes, _, mask = padded_targets(batch)
+    result = criterion.loss.assigner(anchors, sizes, boxes, mask)
+    return result.pos, result.gt_index, sizes
+
+
+@torch.no_grad()
+def analyze_levels(model: nn.Module, batches: Any, total: int | None = None) -> LevelReport:
+    """Assignment statistics over preprocessed batches (images in [0, 1] on the model's device), with a progress bar.
+
+    The model runs in eval mode (no BatchNorm updates); `model.args` configures its criterion as in training.
+    """
+    from ultralytics.utils import TQDM
+
+    model.eval()
+    model.criterion = model.init_criterion()
+    report = LevelReport(level_names(model.stride), [int(s) for s in model.stride])
+    for batch in TQDM(batches, total=total, desc="Assigning targets"):
+        pos, gt_index, sizes = assign(model, batch)
+        report.add(pos, gt_index, sizes, int(batch["cls"].shape[0]))
+    return report
+
+
+def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
+    """`umop analyze`: build the model (YAML or .pt) and the training loader from experiment args, assign targets over
+    `batches` batches, print the per-level table and write it with the Fig. 2 plot to runs/detect/analyze*."""
+    from ultralytics.cfg import get_cfg, get_save_dir
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.utils import DEFAULT_CFG, LOGGER
+    from ultralytics.utils.checks import check_imgsz
+    from ultralytics.utils.torch_utils import init_seeds, select_device
+
+    from umop_yolo.data.resolve import resolve_data
+    from umop_yolo.engine.model import UmopYOLO, build_model
+    from umop_yolo.settings import check_umop_args
+
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
+        raise ValueError(f"batches={batches!r} must be an integer >= 1")
+    cfg = get_cfg(DEFAULT_CFG, args)
+    check_umop_args(cfg)
+    init_seeds(cfg.seed)
+    device = select_device(cfg.device, verbose=False)
+    data = check_det_dataset(resolve_data(cfg.data))
+    if str(cfg.model).endswith(".pt"):  # loaded as `umop val/predict` load it
+        model = UmopYOLO(str(cfg.model)).model.float().to(device)
+    else:
+        model = build_model(cfg.model, nc=data["nc"], ch=data["channels"], verbose=False).to(device)
+    model.args = cfg
+    stride = max(int(model.stride.max()), 32)
+    cfg.imgsz = check_imgsz(cfg.imgsz, stride=stride, floor=stride, max_dim=1)
+    batch_size = cfg.batch if isinstance(cfg.batch, int) and cfg.batch > 0 else 16  # no auto-batch here
+    dataset = build_yolo_dataset(cfg, data["train"], batch_size, data, mode="train", stride=stride)
+    loader = build_dataloader(dataset, batch_size, cfg.workers if device.type != "cpu" else 0, shuffle=True,
+                              device=device)
+    n = min(batches, len(loader))
+    report = analyze_levels(model, (_to_device(b, device) for _, b in zip(range(n), loader)), n)
+    out_dir = get_save_dir(cfg, name=cfg.name or "analyze")
+    report.save(out_dir, f"Positive proportion per level: {Path(str(cfg.model)).stem} on {Path(str(cfg.data)).stem}")
+    LOGGER.info(f"\n{report.table()}\nResults saved to {out_dir}")
+    return report
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A loader batch as the trainer feeds it: tensors on the device, images as floats in [0, 1]."""
+    batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    batch["img"] = batch["img"].float() / 255
+    return batch
