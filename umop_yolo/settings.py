@@ -56,6 +56,8 @@ def check_umop_args(args: Any) -> None:
         raise ValueError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
     if w <= 0:
         raise ValueError(f"pfl_w={w} must be > 0")
+    if w >= gamma - delta:  # alpha_l >= 1 would weight negatives by 1 - alpha_l <= 0: a negative or blind loss
+        raise ValueError(f"pfl_w={w} must be < pfl_gamma - pfl_delta = {gamma - delta:g} (alpha_l = w / gamma_l < 1)")
     interval = get("level_log_interval", UMOP_DEFAULTS["level_log_interval"])
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"level_log_interval={interval!r} must be an integer >= 1")
