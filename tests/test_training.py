@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
+import yaml
 
 from conftest import tiny_train_args
 from umop_yolo.cfg import REPO_ROOT
 from umop_yolo.cli import main
+from umop_yolo.data.resolve import resolve_data
 
 
 def read_csv(path):
@@ -95,3 +98,20 @@ def test_torchrun_worker_joins_with_the_global_world_size(tiny_shapes, tmp_path)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["8", "False"]
+
+
+def test_val_predict_export_commands_on_a_trained_checkpoint(tiny_shapes, tmp_path):
+    assert main(["train", *tiny_train_args(tiny_shapes, tmp_path)]) == 0
+    weights = tmp_path / "run" / "weights" / "best.pt"
+    val_dir, pred_dir = tmp_path / "val", tmp_path / "pred"
+    assert main(["val", f"model={weights}", f"data={tiny_shapes}", "imgsz=128", "batch=4", "device=cpu",
+                 f"project={val_dir}", "name=v", "plots=false"]) == 0
+    assert (val_dir / "v" / "coco_metrics.md").is_file()
+    data = yaml.safe_load(open(resolve_data(tiny_shapes)))
+    source = Path(data["path"]) / data["val"]
+    assert main(["predict", f"model={weights}", f"source={source}", "imgsz=128", "device=cpu", f"project={pred_dir}",
+                 "name=p", "save_txt=true", "save_json=true", "conf=0.001"]) == 0
+    assert len(list((pred_dir / "p").glob("*.jpg"))) == 8
+    assert (pred_dir / "p" / "predictions.json").is_file()
+    assert main(["export", f"model={weights}", "format=torchscript", "imgsz=128", "device=cpu"]) == 0
+    assert weights.with_suffix(".torchscript").is_file()
