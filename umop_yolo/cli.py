@@ -44,7 +44,7 @@ def _model_api(args: dict[str, Any]) -> Any:
 
     if "model" not in args:
         raise ConfigError("model= is required (a trained .pt, e.g. model=runs/detect/train/weights/best.pt)")
-    return UmopYOLO(args.pop("model"))
+    return UmopYOLO(args.pop("model"), trust_checkpoint=args.get("trust_checkpoint", False))
 
 
 def val(args: dict[str, Any]) -> Any:
@@ -92,7 +92,8 @@ def run(mode: str, argv: list[str]) -> Any:
         raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
     overrides = parse_args(argv)
     own = {k: overrides.pop(k) for k in MODE_KEYS.get(mode, ()) if k in overrides}
-    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode in {"train", "analyze"} else None)
+    default = DEFAULT_EXPERIMENT if mode in {"train", "analyze"} and not overrides.get("resume") else None
+    cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
     return MODES[mode]({**experiment_args(cfg, overrides), **own})
 
 

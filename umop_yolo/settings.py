@@ -20,6 +20,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
+    "trust_checkpoint": (False, "unpickle .pt files without the allowlist (can run code inside them): only files you "
+                                "trust; by default only model layers and plain data are loaded"),
 }
 UMOP_DEFAULTS = {k: v[0] for k, v in UMOP_SETTINGS.items()}
 CHOICES = {"pfl_statistic": ("released", "paper"), "lrp_reduction": ("sum", "mean")}
@@ -44,7 +46,7 @@ def _number(key: str, value: Any) -> float:
 def check_umop_args(args: Any) -> None:
     """Raise ValueError with one line naming the bad UMOP key if a value has the wrong type or is out of range."""
     get = args.get if isinstance(args, dict) else lambda k, d=None: getattr(args, k, d)
-    for key in ("umop", "lrp"):
+    for key in ("umop", "lrp", "trust_checkpoint"):
         if not isinstance(get(key, True), bool):
             raise ValueError(f"{key}={get(key)!r} must be true or false")
     gamma = _number("pfl_gamma", get("pfl_gamma", UMOP_DEFAULTS["pfl_gamma"]))

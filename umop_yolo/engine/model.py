@@ -9,6 +9,7 @@ from ultralytics.models import yolo
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss
 
+from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 
 
@@ -33,10 +34,27 @@ def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bo
 
 
 class UmopYOLO(Model):
-    """`YOLO`-like Model API (train/val/predict/export) that builds and runs our model, trainer and validator."""
+    """`YOLO`-like Model API (train/val/predict/export) that builds and runs our model, trainer and validator.
 
-    def __init__(self, model: str = "yolov8n.yaml", task: str = "detect", verbose: bool = False) -> None:
-        super().__init__(model=model, task=task, verbose=verbose)
+    A `.pt` is loaded with the restricted unpickler (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`,
+    which later `train()`/`val()`/... calls inherit.
+    """
+
+    def __init__(
+        self, model: str = "yolov8n.yaml", task: str = "detect", verbose: bool = False, trust_checkpoint: bool = False
+    ) -> None:
+        if not isinstance(trust_checkpoint, bool):
+            raise ValueError(f"trust_checkpoint={trust_checkpoint!r} must be true or false")
+        with checkpoint_loading(trust_checkpoint):
+            super().__init__(model=model, task=task, verbose=verbose)
+        self.trust_checkpoint = trust_checkpoint
+        if trust_checkpoint:
+            self.overrides["trust_checkpoint"] = True
+
+    def load(self, weights: Any = "yolo26n.pt") -> "UmopYOLO":
+        """Transfer weights from a checkpoint (restricted loading unless trusted), as `Model.load`."""
+        with checkpoint_loading(self.trust_checkpoint):
+            return super().load(weights)
 
     @property
     def task_map(self) -> dict[str, dict[str, Any]]:

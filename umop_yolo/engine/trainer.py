@@ -10,8 +10,10 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, trim_results
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
+from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.settings import check_umop_args
 
 
@@ -44,8 +46,13 @@ class UmopTrainer(DetectionTrainer):
     """DetectionTrainer for UMOP: our model classes, validated UMOP settings, per-level gamma/alpha in results.csv."""
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
-        check_umop_args({**cfg2dict(cfg), **(overrides or {})})  # before any run directory is created
-        super().__init__(cfg, overrides, _callbacks)
+        args = {**cfg2dict(cfg), **(overrides or {})}
+        check_umop_args(args)  # before any run directory is created, and before an existing one is touched:
+        self.trust_checkpoint = args.get("trust_checkpoint", False)
+        overrides = {**(overrides or {}), **check_train_inputs(args, self.trust_checkpoint)}
+        with checkpoint_loading(self.trust_checkpoint):  # Ultralytics reads the resume checkpoint in here
+            super().__init__(cfg, overrides, _callbacks)
+        self.args.trust_checkpoint = self.trust_checkpoint  # this command's choice, not the resumed run's
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
         self.level_recorder = LevelRecorder(self.save_dir / "levels.csv", self.args.level_log_interval)
@@ -69,3 +76,26 @@ class UmopTrainer(DetectionTrainer):
         """Append the epoch's per-level means to results.csv: pfl/gamma_P3, pfl/alpha_P3 (when the loss has them),
         level/pos_ratio_P3, level/cls_loss_P3 ..."""
         super().save_metrics({**metrics, **self.level_recorder.end_epoch()})
+
+    def train(self) -> None:
+        """Ultralytics' training; every checkpoint it reads (weights, resume, final validation) is loaded restricted."""
+        with checkpoint_loading(self.trust_checkpoint):
+            super().train()
+
+    def save_model(self) -> bool:
+        """Ultralytics' checkpoints, written atomically: a crash leaves the previous or the new file, never a part."""
+        with atomic_weights(self):
+            return super().save_model()
+
+    def final_eval(self) -> None:
+        """Strip the optimizer from last.pt/best.pt in copies moved into place when done, and validate best.pt."""
+        if RANK not in {-1, 0}:  # only rank 0 writes
+            return super().final_eval()
+        with atomic_weights(self, copy_existing=True):
+            super().final_eval()
+
+    def resume_training(self, ckpt: dict | None) -> None:
+        """Ultralytics' resume (optimizer, EMA, scheduler, epoch), then results.csv cut back to the saved epochs."""
+        super().resume_training(ckpt)
+        if self.resume and ckpt is not None and RANK in {-1, 0}:
+            trim_results(self.csv, self.start_epoch)

@@ -1,0 +1,202 @@
+"""Checkpoint I/O: restricted loading of `.pt` files, atomic writes of a run's weights, results.csv after a crash.
+
+Loading. Ultralytics reads every checkpoint (train `model=`/`pretrained=`, resume, val, predict, export, the final
+validation) through `ultralytics.nn.tasks.load_checkpoint` -> `torch_safe_load` -> the module-level `torch_load` of
+`ultralytics.nn.tasks`. `checkpoint_loading()` points that one name at `load_file` for the duration of a call from our
+entry points (`UmopTrainer`, `UmopYOLO`), and restores it afterwards; nothing is patched at import time. `load_file`
+unpickles with `safe_pickle` unless the file is trusted (`trust_checkpoint=true`), and turns every failure into one
+`CheckpointError` line naming the file, so a missing module never reaches Ultralytics' pip auto-install.
+
+Writing. `atomic_weights()` lets Ultralytics write `last.pt`, `best.pt` and `epochN.pt` into a hidden folder next to
+them and then moves each file over its final name with `os.replace`, so a crash at any moment leaves either the old or
+the new complete file.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from umop_yolo.engine import safe_pickle
+from umop_yolo.engine.safe_pickle import CheckpointError
+
+PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
+_ACTIVATION = re.compile(r"(torch\.)?nn\.[A-Za-z]\w*")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _literal_nn_call(spec: Any) -> bool:
+    """Whether `spec` is `nn.Name(literal, ...)` / `torch.nn.Name(...)`: what Ultralytics may safely eval()."""
+    try:
+        call = ast.parse(str(spec).strip(), mode="eval").body
+        if not isinstance(call, ast.Call) or any(k.arg is None for k in call.keywords):
+            return False
+        for node in (*call.args, *(k.value for k in call.keywords)):
+            ast.literal_eval(node)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return False
+    return _ACTIVATION.fullmatch(ast.unparse(call.func)) is not None
+
+
+def _check_contents(ckpt: Any, path: Path, trusted: bool) -> None:
+    """A checkpoint is a dict holding a model; untrusted, its model YAML must not carry code for eval()."""
+    models = [ckpt.get(k) for k in ("ema", "model")] if isinstance(ckpt, dict) else []
+    if not any(isinstance(m, torch.nn.Module) for m in models):
+        raise CheckpointError(f"checkpoint '{path}' holds no model: it is not an Ultralytics/umop_yolo checkpoint")
+    for m in models:
+        act = (getattr(m, "yaml", None) or {}).get("activation") if isinstance(m, torch.nn.Module) else None
+        if act is not None and not trusted and not _literal_nn_call(act):
+            raise safe_pickle.UnsafeCheckpointError(
+                f"checkpoint '{path}' has model activation {_one_line(act)[:80]!r}, which Ultralytics would eval(); "
+                "only nn.Name(literal args) is allowed without trust_checkpoint=true"
+            )
+
+
+def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint dict; restricted unpickling unless `trusted`. Errors: one-line `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' not found")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if any(n.rpartition("/")[2] == "constants.pkl" for n in z.namelist()):
+                raise CheckpointError(f"checkpoint '{path}' is a TorchScript archive, not a training checkpoint")
+    module = pickle if trusted else safe_pickle
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
+    except CheckpointError as e:
+        raise type(e)(f"checkpoint '{path}' {e}") from None
+    except ModuleNotFoundError as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' needs the module '{e.name}', which is not installed (nothing is installed for you)"
+        ) from None
+    except Exception as e:  # any reader or unpickler failure means a damaged file
+        detail = f"{type(e).__name__}: {_one_line(e)[:200]}" if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint '{path}' is not readable, the file is truncated or corrupt ({detail})"
+        ) from None
+    _check_contents(ckpt, path, trusted)
+    return ckpt
+
+
+_scope = threading.local()  # per thread: stack of `trusted` flags of the active checkpoint_loading() scopes
+_lock = threading.Lock()
+_depth = 0
+_saved: Callable[..., Any] | None = None
+
+
+def _routed_torch_load(file: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stand-in for `ultralytics.nn.tasks.torch_load` while a `checkpoint_loading()` scope is active."""
+    if kwargs.get("weights_only"):  # ULTRALYTICS_SAFE_LOAD: torch's weights-only loader, stricter still
+        return _saved(file, *args, **kwargs)
+    modes = getattr(_scope, "modes", None)
+    return load_file(file, trusted=bool(modes and modes[-1]), map_location=kwargs.get("map_location", "cpu"))
+
+
+@contextmanager
+def checkpoint_loading(trusted: bool = False) -> Iterator[None]:
+    """Within this block, Ultralytics loads checkpoints with `load_file` (restricted unless `trusted`).
+
+    Re-entrant and thread-safe: the first scope to open installs the stand-in, the last to close restores the
+    original; a thread inside no scope that loads meanwhile gets the restricted loader.
+    """
+    global _depth, _saved
+    from ultralytics.nn import tasks
+
+    with _lock:
+        if _depth == 0:
+            _saved, tasks.torch_load = tasks.torch_load, _routed_torch_load
+        _depth += 1
+    modes = _scope.__dict__.setdefault("modes", [])
+    modes.append(trusted)
+    try:
+        yield
+    finally:
+        modes.pop()
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                tasks.torch_load = _saved
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(src: Path, dst: Path) -> None:
+    """Move the complete file `src` over `dst` (same folder tree): readers see the old or the new file, never a mix."""
+    _fsync(src)
+    os.replace(src, dst)
+    _fsync(dst.parent)
+
+
+@contextmanager
+def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
+    """Point `trainer.wdir/last/best` at a hidden folder inside `wdir`; on success move every file written there.
+
+    `copy_existing` starts the folder with copies of last.pt and best.pt, for steps that rewrite them in place
+    (Ultralytics' final `strip_optimizer`). On an exception nothing is moved; a folder left by a killed process is
+    removed the next time.
+    """
+    wdir, last, best = trainer.wdir, trainer.last, trainer.best
+    wdir.mkdir(parents=True, exist_ok=True)
+    for stale in wdir.glob(f"{PARTIAL_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
+    try:
+        if copy_existing:
+            for f in (last, best):
+                if f.is_file():
+                    shutil.copyfile(f, tmp / f.name)
+        trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
+        yield
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
+            replace_atomically(f, wdir / f.name)
+    finally:
+        trainer.wdir, trainer.last, trainer.best = wdir, last, best
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trim_results(csv: Path, epochs: int) -> None:
+    """Keep the header and the complete rows of epochs 1..`epochs` of results.csv (atomically).
+
+    A run killed after logging an epoch but before saving its checkpoint, or in the middle of a row, leaves rows the
+    resumed run would write again.
+    """
+    if not csv.is_file():
+        return
+    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not lines:
+        return
+    width = lines[0].count(",")
+
+    def complete_and_saved(row: str) -> bool:
+        try:
+            return row.endswith("\n") and row.count(",") == width and float(row.split(",", 1)[0]) <= epochs
+        except ValueError:
+            return False
+
+    kept = lines[:1] + [row for row in lines[1:] if complete_and_saved(row)]
+    if kept != lines:
+        tmp = csv.with_name(f"{PARTIAL_PREFIX}{csv.name}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        replace_atomically(tmp, csv)

@@ -1,0 +1,95 @@
+"""Checks of a training run's inputs before Ultralytics creates its run directory or touches an existing one.
+
+`BaseTrainer.__init__` writes args.yaml into the run directory and deletes its results.csv unless resuming, and the
+model is only built or loaded later, in `train()`. So a bad checkpoint or model YAML would fail after an existing
+run's results were gone. `check_train_inputs` first loads the checkpoint (restricted), checks the model YAML's
+modules and resolves the data YAML, raising one line (`ValueError`, `FileNotFoundError`) naming the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from umop_yolo.cfg import ConfigError
+from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine.checkpoint import CheckpointError, load_file
+from umop_yolo.settings import UMOP_DEFAULTS, check_umop_args
+
+
+def resume_path(args: dict[str, Any]) -> Path:
+    """The checkpoint a `resume` run continues from: `resume=PATH`, or `resume=true model=PATH.pt`."""
+    resume, model = args.get("resume"), args.get("model")
+    if isinstance(resume, (str, Path)):
+        return Path(resume)
+    if str(model).endswith(".pt"):
+        return Path(model)
+    raise ConfigError("resume=true needs the checkpoint to continue: model=path/to/weights/last.pt")
+
+
+def check_resumable(ckpt: dict, path: Path) -> None:
+    """The checkpoint must come from an unfinished run with valid UMOP settings."""
+    train_args = ckpt.get("train_args") or {}
+    epochs, done = train_args.get("epochs"), ckpt.get("epoch", -1) + 1
+    if not isinstance(epochs, int) or not 0 < done < epochs:
+        raise CheckpointError(
+            f"checkpoint '{path}' is from a finished training ({epochs} epochs), nothing to resume; "
+            f"start a new run from its weights with model={path}"
+        )
+    check_umop_args({**UMOP_DEFAULTS, **train_args})
+
+
+def check_model_yaml(model: str) -> None:
+    """The model YAML exists and every module its rows name is one Ultralytics' `parse_model` can resolve.
+
+    Building the model here would report every kind of bad row, but costs seconds for larger YOLOs and is done
+    again in `train()`; an unknown module (a typo, a layer of another Ultralytics version) is the common case.
+    YAMLs with a `detector:` key describe our RetinaNet/ATSS models and are checked when they are built.
+    """
+    import torchvision
+    from ultralytics.nn import tasks
+
+    try:
+        spec = tasks.yaml_model_load(model)
+    except Exception as e:  # Ultralytics' YAML lookup raises FileNotFoundError, YAML errors ...
+        raise ConfigError(f"model '{model}': {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
+    if "detector" in spec:
+        return
+    rows = [*(spec.get("backbone") or []), *(spec.get("head") or [])]
+    if not rows or not all(isinstance(r, list) and len(r) == 4 and isinstance(r[2], str) for r in rows):
+        raise ConfigError(f"model '{model}': needs 'backbone' and 'head' lists of [from, repeats, module, args] rows")
+    for i, (_, _, name, _) in enumerate(rows):
+        if name.startswith("nn."):
+            known = isinstance(getattr(torch.nn, name[3:], None), type)
+        elif name.startswith("torchvision.ops."):
+            known = isinstance(getattr(torchvision.ops, name[16:], None), type)
+        else:
+            known = isinstance(vars(tasks).get(name), type)
+        if not known:
+            raise ConfigError(f"model '{model}': unknown module '{name}' in layer {i}")
+
+
+def check_train_inputs(args: dict[str, Any], trusted: bool) -> dict[str, Any]:
+    """Validate checkpoint, model YAML and data of a training run; returns overrides to use instead.
+
+    Returned keys: `resume` (the checkpoint path, also for `resume=true model=PATH`), `data` (the resolved data
+    YAML, which Ultralytics then uses as is).
+    """
+    updates: dict[str, Any] = {}
+    if args.get("resume"):
+        path = resume_path(args)
+        check_resumable(load_file(path, trusted), path)
+        updates["resume"] = str(path)
+    else:
+        model, pretrained = args.get("model"), args.get("pretrained")
+        if str(model).endswith(".pt"):
+            load_file(model, trusted)
+        elif model:
+            check_model_yaml(str(model))
+        if isinstance(pretrained, (str, Path)) and str(pretrained).endswith(".pt"):
+            load_file(pretrained, trusted)
+    if args.get("data"):
+        updates["data"] = resolve_data(args["data"])
+    return updates
