@@ -12,13 +12,14 @@ import torch
 from ultralytics.cfg import get_cfg
 
 from umop_yolo.cfg import MODELS_DIR
+from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import build_model
 
 IMGSZ, BATCH, NC = 64, 2, 5
-MODELS = {
-    "yolov8n": "yolov8n.yaml",
-    "retinanet_r18": str(MODELS_DIR / "retinanet_r18_fpn.yaml"),
-    "atss_r18": str(MODELS_DIR / "atss_r18_fpn.yaml"),
+MODELS = {  # name: builder of a fresh model with NC classes
+    "yolov8n": lambda: build_model("yolov8n.yaml", nc=NC, verbose=False),
+    "retinanet_r18": lambda: DenseDetectionModel(MODELS_DIR / "retinanet_r18_fpn.yaml", nc=NC, verbose=False),
+    "atss_r18": lambda: DenseDetectionModel(MODELS_DIR / "atss_r18_fpn.yaml", nc=NC, verbose=False),
 }
 
 
@@ -62,7 +63,7 @@ def make_batch(rows):
 @pytest.fixture(scope="module", params=list(MODELS))
 def model(request):
     torch.manual_seed(0)
-    m = build_model(MODELS[request.param], nc=NC, verbose=False)
+    m = MODELS[request.param]()
     m.args = get_cfg(overrides={"pfl_delta": 0.5})  # Ultralytics' defaults + UMOP's: what init_criterion reads
     return m
 
