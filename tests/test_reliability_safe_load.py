@@ -13,6 +13,7 @@ import sys
 import textwrap
 import types
 
+import numpy as np
 import pytest
 import torch
 from ultralytics.nn import tasks
@@ -251,7 +252,10 @@ def test_importing_the_package_patches_nothing_in_ultralytics():
     assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
 
 
-def test_restricted_unpickler_loads_plain_data():
-    data = {"a": [1, 2.5, "x", None, True], "b": (1, 2), "c": {3, 4}, "d": b"bytes", "e": torch.float16}
-    assert safe_pickle.load(io.BytesIO(pickle.dumps(data, protocol=2))) == data
-    assert safe_pickle.load(io.BytesIO(pickle.dumps(data, protocol=5))) == data
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_restricted_unpickler_loads_plain_data(protocol):
+    data = {"a": [1, 2.5, "x", None, True], "b": (1, 2), "c": {3, 4}, "d": b"bytes", "e": torch.float16,
+            "f": np.float64(0.25), "g": types.SimpleNamespace(lr0=0.01)}
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    loaded = safe_pickle.load(io.BytesIO(pickle.dumps({**data, "array": array}, protocol=protocol)))
+    assert np.array_equal(loaded.pop("array"), array) and loaded == data

@@ -48,6 +48,7 @@ CALLABLES = frozenset(
         "_codecs.encode",  # bytes under pickle protocol 2, torch.save's default
         "types.SimpleNamespace",
         "ultralytics.utils.IterableSimpleNamespace",
+        "ultralytics.yolo.utils.IterableSimpleNamespace",  # checkpoints of Ultralytics < 8.0.44 (aliased on load)
         "pathlib.PosixPath",
         "pathlib.WindowsPath",
         "pathlib.PurePosixPath",
@@ -58,6 +59,8 @@ CALLABLES = frozenset(
         "numpy._core.multiarray.scalar",
         "numpy.core.multiarray._reconstruct",
         "numpy._core.multiarray._reconstruct",
+        "numpy.core.numeric._frombuffer",  # arrays under pickle protocol 5
+        "numpy._core.numeric._frombuffer",
     }
 )
 _VALUES = (torch.dtype, torch.layout, torch.memory_format)
