@@ -59,7 +59,8 @@ def _check_contents(ckpt: Any, path: Path, trusted: bool) -> None:
     if not any(isinstance(m, torch.nn.Module) for m in models):
         raise CheckpointError(f"checkpoint '{path}' holds no model: it is not an Ultralytics/umop_yolo checkpoint")
     for m in models:
-        act = (getattr(m, "yaml", None) or {}).get("activation") if isinstance(m, torch.nn.Module) else None
+        spec = getattr(m, "yaml", None) if isinstance(m, torch.nn.Module) else None
+        act = spec.get("activation") if isinstance(spec, dict) else None
         if act is not None and not trusted and not _literal_nn_call(act):
             raise safe_pickle.UnsafeCheckpointError(
                 f"checkpoint '{path}' has model activation {_one_line(act)[:80]!r}, which Ultralytics would eval(); "
@@ -146,7 +147,8 @@ def replace_atomically(src: Path, dst: Path) -> None:
     """Move the complete file `src` over `dst` (same folder tree): readers see the old or the new file, never a mix."""
     _fsync(src)
     os.replace(src, dst)
-    _fsync(dst.parent)
+    if os.name == "posix":  # the rename itself survives a power loss once its folder is synced
+        _fsync(dst.parent)
 
 
 @contextmanager
