@@ -45,7 +45,8 @@ def test_windows_become_bounded_csv_rows_with_quartiles_and_means(tmp_path):
     rows = read(path)
     assert tuple(rows[0]) == CSV_COLUMNS
     assert len(rows) == math.ceil(10 / 4) * len(NAMES)
-    assert [r["iteration"] for r in rows[::3]] == ["4", "8", "10"] and [r["iterations"] for r in rows[::3]] == ["4", "4", "2"]
+    assert [r["iteration"] for r in rows[::3]] == ["4", "8", "10"]
+    assert [r["iterations"] for r in rows[::3]] == ["4", "4", "2"]
     p3 = [r for r in rows if r["level"] == "P3"]
     window = np.arange(5, 9) / 512  # P3's positive proportion over steps 5..8
     q = np.percentile(window, [0, 25, 50, 75, 100])

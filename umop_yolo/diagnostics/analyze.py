@@ -29,13 +29,13 @@ class LevelReport:
 
     names: list[str]
     strides: list[int]
-    ratios: list[list[float]] = field(default_factory=list)  # per level: positive proportion of every image
-    positives: list[int] = field(default_factory=list)  # per level: positive anchors
-    anchors: list[int] = field(default_factory=list)  # per level: anchors per image (last batch's size)
-    objects: list[int] = field(default_factory=list)  # per level: boxes with >= 1 positive anchor there
-    num_boxes: int = 0
-    unassigned: int = 0  # boxes with no positive anchor on any level
-    images: int = 0
+    ratios: list[list[float]] = field(init=False)  # per level: positive proportion of every image
+    positives: list[int] = field(init=False)  # per level: positive anchors
+    anchors: list[int] = field(init=False)  # per level: anchors per image (last batch's size)
+    objects: list[int] = field(init=False)  # per level: boxes with >= 1 positive anchor there
+    num_boxes: int = field(default=0, init=False)
+    unassigned: int = field(default=0, init=False)  # boxes with no positive anchor on any level
+    images: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -61,7 +61,7 @@ class LevelReport:
         self.images += b
 
     def rows(self) -> list[dict[str, Any]]:
-        """The per-level table: positive proportion (%, over images), positives per image, objects (count, % of boxes)."""
+        """The per-level table: positive proportion (%, over images), positives per image, objects (count, %)."""
         out = []
         for i, name in enumerate(self.names):
             r = 100 * np.asarray(self.ratios[i])
