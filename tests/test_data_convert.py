@@ -144,7 +144,8 @@ def voc_dataset(root: Path) -> None:
 
 def test_voc_convert_main_round_trip(tmp_path, warnings_seen):
     voc_dataset(tmp_path / "VOC")
-    out = convert_main({"format": "voc", "src": str(tmp_path / "VOC"), "dst": str(tmp_path / "yolo"), "names": "dog,cat"})
+    args = {"format": "voc", "src": str(tmp_path / "VOC"), "dst": str(tmp_path / "yolo"), "names": "dog,cat"}
+    out = convert_main(args)
     assert out == tmp_path / "yolo" / "data.yaml"
     assert read_labels(out, "train") == {"img1": [[0, 0.25, 0.5, 0.5, 1.0], [1, 0.75, 0.4, 0.5, 0.4]]}
     assert read_labels(out, "val") == {"img2": [[1, 0.5, 0.5, 1.0, 1.0]]}
@@ -157,7 +158,7 @@ def test_voc_convert_main_round_trip(tmp_path, warnings_seen):
     ]:
         assert any(expected in m for m in warnings_seen), expected
     with pytest.raises(FileExistsError, match="'dst'"):
-        convert_main({"format": "voc", "src": str(tmp_path / "VOC"), "dst": str(tmp_path / "yolo")})
+        convert_main(args)
 
 
 def test_voc_yaml_collects_sorted_names(tmp_path):

@@ -100,7 +100,7 @@ def test_coco128_by_bare_name(cache):
     "text, error, message",
     [
         ("train: images/train\nval: images/val\n", ValueError, r"missing 'names'"),
-        ("train: images/train\nval: images/nowhere\nnames: [a]\n", FileNotFoundError, r"'val' path .*nowhere does not exist"),
+        ("train: images/train\nval: nowhere\nnames: [a]\n", FileNotFoundError, r"'val' path /.*nowhere does not exist"),
         ("val: images/val\nnames: [a]\n", ValueError, r"missing 'train'"),
         ("path: ../gone\ntrain: a\nval: b\nnames: [a]\n", FileNotFoundError, r"'path' .*gone does not exist"),
         ("train: images/train\nval: images/val\nnames: [a, b]\nnc: 3\n", ValueError, r"'nc' 3 does not match"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from umop_yolo.data import cache, shapes
-from umop_yolo.data.shapes import ShapesSpec, build_shapes, render, spec_from_yaml
+from umop_yolo.data import cache
+from umop_yolo.data.shapes import SHAPES, ShapesSpec, build_shapes, layout, render, spec_from_yaml
 
 TINY = ShapesSpec(seed=3, n_train=6, n_val=2, imgsz=128)
 
@@ -49,32 +49,42 @@ def test_yaml_and_labels_are_ultralytics_ready(tmp_path, monkeypatch):
     assert (rows[:, 3:] > 0).all() and x1.min() >= 0 and y1.min() >= 0 and x2.max() <= 1 and y2.max() <= 1
 
 
+def _layouts(n: int, imgsz: int) -> list[np.ndarray]:
+    """Per image: (N, 4) boxes x1 y1 x2 y2 in pixels, as `render` would draw them."""
+    return [np.array([o[1] for o in layout(np.random.default_rng([0, 0, i]), imgsz, SHAPES)]) for i in range(n)]
+
+
 def test_every_pyramid_level_gets_objects():
     """Sizes span ~8 px to more than half the image; at 640 px each of strides 8..128 gets its share."""
-    imgsz, boxes = 640, []
-    for i in range(24):
-        boxes.append(render(np.random.default_rng([0, 0, i]), imgsz, shapes.SHAPES)[1])
-    boxes = np.concatenate(boxes)
-    size = np.sqrt((boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2]))
-    assert size.min() < 10 and size.max() > imgsz / 2
+    imgsz = 640
+    boxes = np.concatenate(_layouts(100, imgsz))
+    size = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    assert size.min() < 9 and size.max() > imgsz / 2
     # RetinaNet-style assignment: anchor size 4 * stride per level, an object goes to the nearest level (log scale)
     level = np.clip(np.round(np.log2(size / 32)), 0, 4).astype(int)
     counts = np.bincount(level, minlength=5)
-    assert (counts >= 4).all(), counts
-    assert set(boxes[:, 0].astype(int)) == set(range(5))
+    assert (counts >= 0.05 * len(size)).all(), counts
 
 
 def test_crowded_small_clusters_and_overlaps_exist():
     crowded = overlapping = 0
-    for i in range(40):
-        boxes = render(np.random.default_rng([0, 0, i]), 320, shapes.SHAPES)[1][:, 1:]
-        small = ((boxes[:, 2] - boxes[:, 0]) < 24).sum()
-        crowded += small >= 4
+    for boxes in _layouts(100, 320):
+        crowded += ((boxes[:, 2] - boxes[:, 0]) < 24).sum() >= 4
         iw = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0])
         ih = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1])
         inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
         overlapping += (np.triu(inter, 1) > 0).any()
-    assert crowded >= 5 and overlapping >= 5
+    assert crowded >= 5 and overlapping >= 20
+
+
+def test_render_draws_every_class_inside_the_image():
+    classes = set()
+    for i in range(8):
+        image, boxes = render(np.random.default_rng([0, 0, i]), 128, SHAPES)
+        assert image.shape == (128, 128, 3) and image.dtype == np.uint8
+        assert (boxes[:, 1:3] >= 0).all() and (boxes[:, 3:] <= 128).all() and (boxes[:, 3:] > boxes[:, 1:3]).all()
+        classes |= set(boxes[:, 0].astype(int))
+    assert classes == set(range(len(SHAPES)))
 
 
 def test_names_choose_the_shapes_and_bad_generate_keys_are_named():
