@@ -74,3 +74,27 @@ def test_entry_points_report_errors_on_one_line():
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_convert_mode_writes_a_yolo_dataset_from_coco_json(tmp_path, capsys):
+    import json
+
+    import cv2
+    import numpy as np
+    import yaml
+
+    (tmp_path / "coco" / "images" / "val").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations").mkdir()
+    cv2.imwrite(str(tmp_path / "coco" / "images" / "val" / "a.jpg"), np.zeros((40, 80, 3), np.uint8))
+    instances = {"images": [{"id": 7, "file_name": "a.jpg", "width": 80, "height": 40}],
+                 "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}],
+                 "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [8, 4, 16, 8], "iscrowd": 0,
+                                  "area": 128}]}
+    (tmp_path / "coco" / "annotations" / "instances_val.json").write_text(json.dumps(instances))
+    assert main(["convert", "format=coco", f"src={tmp_path / 'coco'}", f"dst={tmp_path / 'out'}"]) == 0
+    data = yaml.safe_load(open(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert [data["names"][i] for i in sorted(data["names"])] == ["person", "car"]  # sorted by category id
+    (label_file,) = (tmp_path / "out" / "labels").rglob("*.txt")
+    label = label_file.read_text().split()
+    assert label[0] == "1" and [float(v) for v in label[1:]] == [0.2, 0.2, 0.2, 0.2]
+    assert data["val_json"] == str(tmp_path / "coco" / "annotations" / "instances_val.json")

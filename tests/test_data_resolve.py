@@ -158,3 +158,18 @@ def test_clean_dataset_needs_no_mirror(tmp_path, cache, warnings_seen):
     (tmp_path / "d.yaml").write_text("train: images/train\nval: images/val\nnames: [p]\n")
     data = check_det_dataset(resolve_data(tmp_path / "d.yaml"))
     assert data["train"] == str(tmp_path / "images" / "train") and warnings_seen == []
+
+
+def test_a_class_list_that_does_not_match_the_labels_is_one_clear_error(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / "images" / split / f"{i}.jpg"), np.zeros((32, 32, 3), np.uint8))
+            (tmp_path / "labels" / split / f"{i}.txt").write_text(f"{5 + i} 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "d.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(ValueError) as e:
+        resolve_data(tmp_path / "d.yaml")
+    message = str(e.value)
+    assert "\n" not in message and "d.yaml" in message and "'names' lists 2 classes" in message
+    assert "3 of 3 label rows use class ids up to 7" in message and "0.txt:1" in message

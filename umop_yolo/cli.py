@@ -5,7 +5,9 @@
     umop predict model=best.pt source=images/
     umop export model=best.pt format=onnx
     umop analyze cfg=yolov8n_umop.yaml data=coco128.yaml batches=20   # positives per pyramid level, no training
+    umop convert format=coco src=/data/coco                           # COCO JSON / VOC XML -> YOLO labels + data.yaml
     umop plots run=runs/detect/train                                  # level plots of a finished run
+    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp epochs=10 name=shapes  # Table 1
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
 
-USAGE = "usage: umop {train,val,predict,export,analyze,plots} [cfg=EXPERIMENT.yaml] [key=value ...]"
+USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -81,18 +83,34 @@ def plots(args: dict[str, Any]) -> Any:
         print(path)
 
 
+def convert(args: dict[str, Any]) -> Any:
+    from umop_yolo.data.convert import convert_main
+
+    path = convert_main(args)
+    print(path)
+    return path
+
+
+def ablate(args: dict[str, Any]) -> Any:
+    from umop_yolo.ablate import run_ablation
+
+    return run_ablation(args)
+
+
 MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val, "predict": predict, "export": export,
-                                                     "analyze": analyze, "plots": plots}
-MODE_KEYS = {"analyze": ("batches",), "plots": ("run",)}  # a mode's own keys, not Ultralytics/UMOP settings
+                                                     "analyze": analyze, "plots": plots, "ablate": ablate}
+MODE_KEYS = {"analyze": ("batches",), "plots": ("run",), "ablate": ("seeds", "variants")}  # not Ultralytics/UMOP keys
 
 
 def run(mode: str, argv: list[str]) -> Any:
     """Run one mode with `key=value` arguments; `cfg=` names an experiment YAML (bare names are looked up in cfg/)."""
-    if mode not in MODES:
+    if mode not in {*MODES, "convert"}:
         raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
     overrides = parse_args(argv)
+    if mode == "convert":  # dataset conversion takes its own keys, none of Ultralytics'
+        return convert(overrides)
     own = {k: overrides.pop(k) for k in MODE_KEYS.get(mode, ()) if k in overrides}
-    default = DEFAULT_EXPERIMENT if mode in {"train", "analyze"} and not overrides.get("resume") else None
+    default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
     cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
     return MODES[mode]({**experiment_args(cfg, overrides), **own})
 

@@ -57,9 +57,22 @@ def row_problem(parts: list[str], nc: int) -> str:
     return ""
 
 
+def _class_id(parts: list[str]) -> int | None:
+    try:
+        value = float(parts[0])
+    except (ValueError, IndexError):
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
+
+
 def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
-    """Check every label row of `images`; bad rows go to `report`, the samples keep the good rows."""
+    """Check every label row of `images`; bad rows go to `report`, the samples keep the good rows.
+
+    A few rows with a class id >= nc are stray labels (warned, skipped); when most rows are, the class list itself is
+    wrong and a ValueError names it.
+    """
     samples = []
+    n_rows, beyond = 0, []  # (class id, where) of rows whose class id is >= nc
     for image in images:
         lf = label_file(image)
         try:
@@ -74,9 +87,15 @@ def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            n_rows += 1
+            if (cls := _class_id(line.split())) is not None and cls >= nc:
+                beyond.append((cls, f"{lf}:{n}"))
             if problem := row_problem(line.split(), nc):
                 report(f"{lf}:{n}", problem)
             else:
                 rows.append(line.strip() + "\n")
         samples.append(Sample(image, rows))
+    if 2 * len(beyond) > n_rows:
+        raise ValueError(f"'names' lists {nc} classes but {len(beyond)} of {n_rows} label rows use class ids up to "
+                         f"{max(c for c, _ in beyond)} (e.g. {beyond[0][1]}): the class list does not match the labels")
     return samples
