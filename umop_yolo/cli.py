@@ -7,7 +7,7 @@
     umop analyze cfg=yolov8n_umop.yaml data=coco128.yaml batches=20   # positives per pyramid level, no training
     umop convert format=coco src=/data/coco                           # COCO JSON / VOC XML -> YOLO labels + data.yaml
     umop plots run=runs/detect/train                                  # level plots of a finished run
-    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp epochs=10 name=shapes  # Table 1
+    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp baseline:cls=0.5 name=shapes  # Table 1
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def run(mode: str, argv: list[str]) -> Any:
     overrides = parse_args(argv)
     if mode == "convert":  # dataset conversion takes its own keys, none of Ultralytics'
         return convert(overrides)
-    own = {k: overrides.pop(k) for k in MODE_KEYS.get(mode, ()) if k in overrides}
+    own = {k: overrides.pop(k) for k in list(overrides)
+           if k in MODE_KEYS.get(mode, ()) or (mode == "ablate" and ":" in k)}  # ablate's VARIANT:key=value
     default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
     cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
     return MODES[mode]({**experiment_args(cfg, overrides), **own})

@@ -1,0 +1,105 @@
+"""`umop ablate`: the summary math on known numbers, the table, and an end-to-end run that a second call reuses."""
+
+import csv
+import math
+
+import pytest
+
+from conftest import tiny_train_args
+from umop_yolo.ablate import (
+    METRICS,
+    epochs_to_reach,
+    mean_curve,
+    mean_std,
+    parse_seeds,
+    parse_variant_overrides,
+    parse_variants,
+    summarize,
+    table_markdown,
+)
+from umop_yolo.cfg import CFG_DIR, ConfigError, load_yaml
+from umop_yolo.cli import main
+
+
+def test_mean_and_sample_std_on_known_numbers():
+    mean, std = mean_std([0.30, 0.32, 0.34])
+    assert mean == pytest.approx(0.32) and std == pytest.approx(0.02)  # sqrt((0.02^2 + 0 + 0.02^2) / 2)
+    assert mean_std([0.25]) == (0.25, 0.0)
+    finals = {"baseline": [dict.fromkeys(METRICS, 0.1), dict.fromkeys(METRICS, 0.3)],
+              "pfl+lrp": [dict.fromkeys(METRICS, 0.4), dict.fromkeys(METRICS, 0.4)]}
+    stats = summarize(finals)
+    assert stats["baseline"]["APs"] == pytest.approx((0.2, 0.1414213562))
+    assert stats["pfl+lrp"]["AP"] == (0.4, 0.0)
+    no_large = summarize({"pfl": [{**dict.fromkeys(METRICS, 0.2), "APl": -1.0}]})["pfl"]  # pycocotools' "none"
+    assert no_large["AP"] == (0.2, 0.0) and all(math.isnan(x) for x in no_large["APl"])
+    mean, std = mean_curve([[0.1, 0.2], [0.3, 0.6]])  # two seeds, two epochs
+    assert mean == pytest.approx([0.2, 0.4]) and std == pytest.approx([0.1414213562, 0.2828427125])
+
+
+def test_epochs_to_reach_is_the_first_epoch_at_or_above_the_target():
+    assert epochs_to_reach([0.1, 0.25, 0.2, 0.3], 0.25) == 2
+    assert epochs_to_reach([0.1, 0.2], 0.25) is None
+
+
+def test_table_has_mean_std_and_difference_to_baseline_in_percent():
+    stats = {"baseline": {m: (0.357, 0.002) for m in METRICS}, "pfl": {m: (0.367, 0.001) for m in METRICS}}
+    stats["pfl"]["APl"] = (math.nan, math.nan)
+    table = table_markdown(stats, seeds=3, reach={"baseline": 12, "pfl": None}).splitlines()
+    assert table[0] == "| variant | AP | AP50 | AP75 | APs | APm | APl | epochs to baseline AP |"
+    assert table[2].startswith("| baseline (umop=false) | 35.7 ± 0.2 |") and table[2].endswith("| 12 |")
+    assert table[3].startswith("| pfl (umop=true lrp=false) | 36.7 ± 0.1 (+1.0) |")
+    assert table[3].endswith("| n/a | not reached |")
+
+
+def test_seeds_and_variants_are_checked():
+    assert parse_seeds(3) == [0, 1, 2] and parse_seeds((4, 7)) == [4, 7]
+    assert parse_variants("pfl+lrp,baseline") == ["pfl+lrp", "baseline"]
+    for bad in (0, True, (1, 1), "3"):
+        with pytest.raises(ConfigError, match="seeds"):
+            parse_seeds(bad)
+    with pytest.raises(ConfigError, match="variants"):
+        parse_variants("baseline,focal")
+
+
+def test_variant_overrides_are_taken_out_and_checked():
+    args = {"epochs": 3, "baseline:cls": 0.5, "pfl:pfl_delta": 0.3}
+    assert parse_variant_overrides(args, ["baseline", "pfl"]) == {"baseline": {"cls": 0.5}, "pfl": {"pfl_delta": 0.3}}
+    assert args == {"epochs": 3}
+    for bad, match in (({"pfl+lrp:cls": 1.0}, "not one of the variants"), ({"pfl:umop": True}, "set by umop ablate"),
+                       ({"pfl:clss": 1.0}, "closest valid key: 'cls'")):
+        with pytest.raises(ConfigError, match=match):
+            parse_variant_overrides(bad, ["baseline", "pfl"])
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_ablation_writes_table_curves_and_reuses_finished_runs(tiny_shapes, tmp_path, capsys):
+    argv = ["ablate", *tiny_train_args(tiny_shapes, tmp_path, name="abl", imgsz=64), "seeds=2",
+            "variants=baseline,pfl+lrp", "baseline:cls=0.7"]
+    assert main(argv) == 0
+    out = tmp_path / "abl"
+    runs = ["baseline-seed0", "baseline-seed1", "pfl+lrp-seed0", "pfl+lrp-seed1"]
+    assert [r["run"] for r in rows(out / "ablation.csv")] == runs
+    table = (out / "ablation.md").read_text()
+    assert "| baseline (umop=false cls=0.7) |" in table and "| pfl+lrp (umop=true lrp=true) |" in table
+    assert "epochs to baseline AP" in table and "seed(s) (0, 1)" in table
+    assert (out / "ap_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "pfl/gamma_P3" in rows(out / "pfl+lrp-seed1" / "results.csv")[0]  # the variants really differ
+    assert not any(k.startswith("pfl/") for k in rows(out / "baseline-seed0" / "results.csv")[0])
+    experiment_cls = load_yaml(CFG_DIR / "yolov8n_umop.yaml").get("cls", 0.5)  # the default cfg of umop ablate
+    assert load_yaml(out / "baseline-seed0" / "args.yaml")["cls"] == 0.7
+    assert load_yaml(out / "pfl+lrp-seed1" / "args.yaml")["cls"] == experiment_cls
+    stamps = {r: (out / r / "results.csv").stat().st_mtime_ns for r in runs}
+    capsys.readouterr()
+
+    assert main(argv) == 0  # everything finished: nothing is retrained
+    assert capsys.readouterr().out.count("done, reusing") == 4
+    assert stamps == {r: (out / r / "results.csv").stat().st_mtime_ns for r in runs}
+
+    assert main([*argv[:-3], "imgsz=96", "seeds=2", "variants=baseline"]) == 2  # other settings, same directory
+    assert "imgsz" in capsys.readouterr().err
+    assert main([*argv[:-1], "baseline:cls=0.5"]) == 2  # another cls gain for the baseline
+    assert "baseline:cls" in capsys.readouterr().err
