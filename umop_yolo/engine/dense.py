@@ -253,7 +253,7 @@ class DenseDetectionModel(UmopDetectionModel):
         if args.umop:
             pfl = pfl_from_args(args)
         else:
-            pfl = ProgressiveFocalLoss(gamma=args.pfl_gamma, delta=0.0, w=args.pfl_w)
+            pfl = ProgressiveFocalLoss(gamma=args.pfl_gamma, delta=0.0, w=args.pfl_w, single_label=True)
         head, config = self.model[-1], dense_config(self.yaml)["head"]
         coder, nc = head.coder, head.nc
         if self.yaml["detector"] == "retinanet":

@@ -26,6 +26,7 @@ def pfl_from_args(args: Any) -> ProgressiveFocalLoss:
         statistic=args.pfl_statistic,
         reduction=args.lrp_reduction,
         levelwise=args.lrp,
+        single_label=True,  # TaskAlignedAssigner, MaxIoU and ATSS targets: one class per anchor
     )
 
 
@@ -44,12 +45,12 @@ class LevelwisePFL:
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits_l, targets_l = logits.split(self.level_sizes, 1), targets.split(self.level_sizes, 1)
-        losses, stats = self.pfl.per_level(logits_l, targets_l)
         normalizer = targets.detach().float().sum().clamp_min(1.0)  # what Ultralytics divides by
         weights = self.pfl.level_weights(targets_l, normalizer)
-        stats["loss"] = torch.stack([x.detach().sum() for x in losses]) * weights
+        losses, stats = self.pfl.per_level(logits_l, targets_l, scale=weights * normalizer)
+        stats["loss"] = torch.stack([x.detach().sum() for x in losses]) / normalizer
         self.last_stats = stats
-        return torch.cat([x * (w * normalizer) for x, w in zip(losses, weights)], 1)
+        return torch.cat(losses, 1)
 
 
 class LevelwiseBCE:

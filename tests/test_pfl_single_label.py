@@ -1,0 +1,125 @@
+"""The single-label fast path of the PFL core equals the general one: loss, gradients, statistics, for any settings."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from umop_yolo.pfl import REDUCTIONS, STATISTICS, ProgressiveFocalLoss
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@st.composite
+def single_label_levels(draw):
+    """1-4 levels of (B, N_l, C) logits and targets with at most one class > 0 per row (0/1 or soft scores)."""
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    batch, nc = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    scale = draw(st.sampled_from((1.0, 6.0, 1e4)))
+    soft = draw(st.booleans())
+    logits, targets = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        n = draw(st.sampled_from((0, 1, 9, 40)))
+        rows = torch.rand(batch, n, generator=g) < draw(st.sampled_from((0.0, 0.1, 0.6)))
+        cls = torch.randint(nc, (batch, n), generator=g)
+        score = torch.rand(batch, n, generator=g) if soft else torch.ones(batch, n)
+        t = torch.zeros(batch, n, nc)
+        t[rows, cls[rows]] = score[rows]
+        logits.append(torch.randn(batch, n, nc, generator=g) * scale)
+        targets.append(t)
+    return logits, targets
+
+
+configs = st.fixed_dictionaries({
+    "gamma": st.floats(0.5, 4.0), "frac": st.floats(0.0, 0.9), "statistic": st.sampled_from(STATISTICS),
+    "reduction": st.sampled_from(REDUCTIONS), "levelwise": st.booleans()})
+
+
+def both_paths(logits, targets, dtype=torch.float32, scale=None, **cfg):
+    """(loss, per-level losses, gradients, stats) of the general and the single-label path."""
+    gamma, frac = cfg.pop("gamma", 2.0), cfg.pop("frac", 0.25)
+    out = []
+    for single in (False, True):
+        pfl = ProgressiveFocalLoss(gamma=gamma, delta=gamma * frac, w=0.5 * gamma * (1 - frac), single_label=single,
+                                   **cfg)
+        x = [v.to(dtype).requires_grad_() for v in logits]
+        losses, stats = pfl.per_level(x, [t.to(dtype) for t in targets], scale)
+        total = sum(v.sum() for v in losses)
+        total.backward()
+        out.append((total.detach(), [v.detach() for v in losses], [v.grad for v in x], stats))
+    return out
+
+
+def assert_same(general, fast, rtol=1e-5, atol=1e-6):
+    (total0, losses0, grads0, stats0), (total1, losses1, grads1, stats1) = general, fast
+    torch.testing.assert_close(total1, total0, rtol=rtol, atol=atol)
+    for a, b in zip(losses0 + grads0, losses1 + grads1):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
+    assert stats0.keys() == stats1.keys()
+    for key in stats0:
+        torch.testing.assert_close(stats1[key], stats0[key], rtol=rtol, atol=atol)
+
+
+@SETTINGS
+@given(data=single_label_levels(), cfg=configs)
+def test_single_label_path_equals_the_general_path(data, cfg):
+    assert_same(*both_paths(*data, **cfg))
+
+
+@SETTINGS
+@given(data=single_label_levels())
+def test_level_scale_multiplies_loss_and_gradient(data):
+    logits, targets = data
+    scale = torch.rand(len(logits)) + 0.5
+    assert_same(*both_paths(logits, targets, scale=scale))
+    unscaled, scaled = both_paths(logits, targets)[1], both_paths(logits, targets, scale=scale)[1]
+    for a, b, s in zip(unscaled[1], scaled[1], scale):
+        torch.testing.assert_close(b, a * s, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_keep_their_gradient_dtype(dtype):
+    g = torch.Generator().manual_seed(3)
+    logits = [torch.randn(2, 30, 4, generator=g) * 4 for _ in range(3)]
+    targets = [torch.zeros(2, 30, 4) for _ in range(3)]
+    for t in targets:
+        t[:, ::5, 1] = 0.7
+    general, fast = both_paths(logits, targets, dtype=dtype)
+    assert all(g.dtype == dtype and torch.isfinite(g).all() for g in fast[2])
+    assert_same(general, fast, rtol=2e-2, atol=2e-3)
+
+
+def test_extreme_logits_stay_finite_and_match():
+    x = torch.tensor([[[1e30, -1e30], [-1e30, 1e30], [0.0, 0.0], [88.0, -104.0]]])
+    t = torch.tensor([[[0.0, 1.0], [0.0, 1.0], [0.3, 0.0], [1.0, 0.0]]])
+    general, fast = both_paths([x], [t])
+    assert torch.isfinite(fast[0]) and torch.isfinite(fast[2][0]).all()
+    assert_same(general, fast)
+
+
+class _Syncs(torch.overrides.TorchFunctionMode):
+    """Records calls that make the host wait for the device."""
+
+    NAMES = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.NAMES:
+            self.calls.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_single_label_path_makes_no_host_sync():
+    logits = [torch.randn(2, n, 3, requires_grad=True) for n in (16, 4)]
+    targets = [torch.zeros(2, n, 3) for n in (16, 4)]
+    targets[0][:, 3, 2] = 0.6
+    with _Syncs() as syncs:
+        for statistic in STATISTICS:
+            for reduction in REDUCTIONS:
+                pfl = ProgressiveFocalLoss(statistic=statistic, reduction=reduction, single_label=True)
+                loss, _ = pfl(logits, targets, torch.tensor(3.0))
+                loss.backward()
+    assert syncs.calls == []
