@@ -87,6 +87,7 @@ def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path, dense
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
     assert rows[-1]["metrics/mAP50(B)"] > 0.3
     assert not any(k.startswith("pfl/") for k in rows[0])  # plain focal loss: no per-level gamma to log
+    assert all(f"level/pos_ratio_{level}" in rows[0] for level in ("P3", "P4", "P5", "P6", "P7"))
 
 
 def test_atss_with_umop_learns_logs_gamma_per_level_and_its_checkpoint_predicts_and_exports(

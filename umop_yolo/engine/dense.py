@@ -72,6 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # MMDetection's settings of each detect
 BACKBONE = {"depth": 50, "groups": 1, "base_width": 64, "frozen_stages": 1, "norm_eval": True, "dcn_stages": [],
             "pretrained": "imagenet"}
 NECK = {"out_channels": 256, "num_outs": 5, "relu_before_extra_convs": False}
+UMOP_ONLY_STATS = ("gamma", "alpha", "statistic")  # PFL's per-level parameters, constant under plain focal loss
 TOP_KEYS = {"detector", "nc", "backbone", "neck", "head", "channels", "scale", "yaml_file"}  # + Ultralytics' own
 
 
@@ -172,12 +173,13 @@ class DenseHead(Detect):
 class DenseCriterion:
     """Ultralytics criterion for DenseDetectionModel: (preds, batch) -> (loss * batch size, detached loss items).
 
-    A plain object (not an nn.Module), rebuilt by `init_criterion()`. With `log_stats`, `last_stats` holds the latest
-    PFL statistics (per-level gamma, alpha, ...) for the trainer's results.csv; plain focal loss logs none.
+    A plain object (not an nn.Module), rebuilt by `init_criterion()`. `last_stats` holds the latest per-level
+    statistics for the trainer's level record (positives, samples, loss; with `umop` also gamma_l and alpha_l, which
+    plain focal loss fixes at 2 and 0.25 and therefore leaves out, as the stock YOLO loss does).
     """
 
-    def __init__(self, head: DenseHead, loss: RetinaNetLoss | ATSSLoss, log_stats: bool) -> None:
-        self.head, self.loss, self.log_stats = head, loss, log_stats
+    def __init__(self, head: DenseHead, loss: RetinaNetLoss | ATSSLoss, umop: bool) -> None:
+        self.head, self.loss, self.umop = head, loss, umop
         self.last_stats: dict[str, Tensor] = {}
 
     def __call__(self, preds: dict[str, Any] | tuple, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -185,7 +187,7 @@ class DenseCriterion:
         anchors, sizes = self.head.anchors_for(preds["feats"])
         boxes, labels, mask = padded_targets(batch)
         terms, stats = self.loss(preds, anchors, sizes, boxes, labels, mask)
-        self.last_stats = stats if self.log_stats else {}
+        self.last_stats = stats if self.umop else {k: v for k, v in stats.items() if k not in UMOP_ONLY_STATS}
         total = sum(terms.values())
         return total * batch["img"].shape[0], {k: v.detach() for k, v in terms.items()}
 
@@ -260,7 +262,7 @@ class DenseDetectionModel(UmopDetectionModel):
             loss = RetinaNetLoss(pfl, MaxIoUAssigner(**config["assigner"]), coder, nc, **config["loss"])
         else:
             loss = ATSSLoss(pfl, ATSSAssigner(**config["assigner"]), coder, nc, **config["loss"])
-        return DenseCriterion(head, loss, log_stats=bool(args.umop))
+        return DenseCriterion(head, loss, umop=bool(args.umop))
 
     def load(self, weights: dict | nn.Module, verbose: bool = True) -> None:
         """Copy every tensor whose name and shape match (a different nc keeps the new classifier)."""
