@@ -17,6 +17,7 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_delta": (0.5, "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
     "pfl_w": (0.5, "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
     "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
+    "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
     "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),

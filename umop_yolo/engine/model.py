@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ultralytics.engine.model import Model
-from ultralytics.models import yolo
-from ultralytics.nn.tasks import DetectionModel
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils.loss import E2ELoss
 
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
+from umop_yolo.engine.predictor import CocoDetectionPredictor
+from umop_yolo.engine.tta import predict_augment
+from umop_yolo.engine.validator import CocoDetectionValidator
 
 
 class UmopDetectionModel(DetectionModel):
@@ -27,9 +29,19 @@ class UmopDetectionModel(DetectionModel):
             return E2ELoss(self, loss_fn=loss_fn)
         return loss_fn(self)
 
+    def _predict_augment(self, x: Any) -> Any:
+        """`augment=true`: multi-scale + flip test-time augmentation for any head, merged later by NMS."""
+        return predict_augment(self, x)
+
 
 def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True) -> DetectionModel:
-    """Build the detection model described by a model YAML (path or dict)."""
+    """Build the detection model a model YAML (path or dict) describes: a YOLO architecture, or with a top-level
+    `detector: retinanet | atss` key the paper's ResNet + FPN baselines."""
+    spec = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
+    if "detector" in spec:
+        from umop_yolo.engine.dense import DenseDetectionModel  # imports this module: keep it lazy
+
+        return DenseDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
     return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
 
 
@@ -64,7 +76,7 @@ class UmopYOLO(Model):
             "detect": {
                 "model": build_model,
                 "trainer": UmopTrainer,
-                "validator": yolo.detect.DetectionValidator,
-                "predictor": yolo.detect.DetectionPredictor,
+                "validator": CocoDetectionValidator,
+                "predictor": CocoDetectionPredictor,
             }
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import copy
 from typing import Any
 
 from ultralytics.cfg import cfg2dict
@@ -14,6 +15,7 @@ from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, trim
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
+from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
 
 
@@ -71,6 +73,12 @@ class UmopTrainer(DetectionTrainer):
         if weights:
             model.load(weights)
         return model
+
+    def get_validator(self) -> CocoDetectionValidator:
+        """Validation with pycocotools' AP table; COCO AP is the fitness that picks best.pt."""
+        return CocoDetectionValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
 
     def save_metrics(self, metrics: dict) -> None:
         """Append the epoch's per-level means to results.csv: pfl/gamma_P3, pfl/alpha_P3 (when the loss has them),
