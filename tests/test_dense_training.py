@@ -9,8 +9,6 @@ import pytest
 import torch
 import yaml
 
-import umop_yolo.engine.trainer as trainer_module
-from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopYOLO
 from umop_yolo.engine.trainer import UmopTrainer
 
@@ -43,20 +41,6 @@ def boxes_and_discs(tmp_path_factory) -> Path:
     return draw_dataset(tmp_path_factory.mktemp("boxes_and_discs"))
 
 
-@pytest.fixture
-def dense_build(monkeypatch):
-    """Route `detector:` YAMLs to DenseDetectionModel in the trainer (until build_model dispatches them itself)."""
-    build = trainer_module.build_model
-
-    def dispatch(cfg, nc=None, ch=3, verbose=True):
-        spec = cfg if isinstance(cfg, dict) else yaml.safe_load(Path(cfg).read_text())
-        if "detector" in spec:
-            return DenseDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
-        return build(cfg, nc, ch, verbose)
-
-    monkeypatch.setattr(trainer_module, "build_model", dispatch)
-
-
 def train(detector: str, data: Path, project: Path, **overrides) -> Path:
     """30 SGD steps of a narrow ResNet-18 RetinaNet/ATSS from scratch at 128 px; returns the run directory."""
     cfg = {"detector": detector, "backbone": {"depth": 18, "pretrained": None, "frozen_stages": -1, "norm_eval": False},
@@ -82,7 +66,7 @@ def total_loss(row: dict[str, float]) -> float:
     return sum(v for k, v in row.items() if k.startswith("train/"))
 
 
-def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path, dense_build):
+def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path):
     rows = results(train("retinanet", boxes_and_discs, tmp_path, umop=False))
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
     assert rows[-1]["metrics/mAP50(B)"] > 0.3
@@ -90,9 +74,7 @@ def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path, dense
     assert all(f"level/pos_ratio_{level}" in rows[0] for level in ("P3", "P4", "P5", "P6", "P7"))
 
 
-def test_atss_with_umop_learns_logs_gamma_per_level_and_its_checkpoint_predicts_and_exports(
-    boxes_and_discs, tmp_path, dense_build
-):
+def test_atss_with_umop_learns_logs_gamma_per_level_and_its_checkpoint_predicts_and_exports(boxes_and_discs, tmp_path):
     run = train("atss", boxes_and_discs, tmp_path, umop=True)
     rows = results(run)
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
