@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -115,3 +116,16 @@ def test_val_predict_export_commands_on_a_trained_checkpoint(tiny_shapes, tmp_pa
     assert (pred_dir / "p" / "predictions.json").is_file()
     assert main(["export", f"model={weights}", "format=torchscript", "imgsz=128", "device=cpu"]) == 0
     assert weights.with_suffix(".torchscript").is_file()
+
+
+def test_mmdetection_step_schedule_warmup_iters_and_grad_clip_reach_the_optimizer(tiny_shapes, tmp_path):
+    args = tiny_train_args(tiny_shapes, tmp_path, epochs=3, lr_steps=[1, 2], warmup_iters=1, grad_clip=0.0,
+                           optimizer="SGD", lr0=0.01, val=False)
+    assert main(["train", *args]) == 0
+    lrs = [float(row["lr/pg0"]) for row in read_csv(tmp_path / "run" / "results.csv")]
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001])  # x0.1 at epochs 1 and 2, warmup over after 1 iteration
+
+
+def test_bad_schedule_settings_name_the_key(capsys):
+    assert main(["train", "lr_steps=[5]", "epochs=3"]) == 2
+    assert "lr_steps=[5]" in capsys.readouterr().err

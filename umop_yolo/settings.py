@@ -19,6 +19,9 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
     "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
     "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
+    "lr_steps": ([], "epochs (0-based) at which lr is multiplied by 0.1, e.g. [8, 11]; [] = Ultralytics' lrf/cos_lr"),
+    "warmup_iters": (0, "linear warmup over this many iterations (MMDetection: 500); 0 = Ultralytics' warmup_epochs"),
+    "grad_clip": (10.0, "max gradient norm (Ultralytics: 10); 0 = no clipping, as MMDetection's RetinaNet/ATSS"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
     "trust_checkpoint": (False, "unpickle .pt files without the allowlist (can run code inside them): only files you "
@@ -64,6 +67,9 @@ def check_umop_args(args: Any) -> None:
     interval = get("level_log_interval", UMOP_DEFAULTS["level_log_interval"])
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
         raise ValueError(f"level_log_interval={interval!r} must be an integer >= 1")
+    from umop_yolo.engine.schedule import check_schedule
+
+    check_schedule(get("epochs", 100), get("lr_steps", []), get("warmup_iters", 0), get("grad_clip", 10.0))
     for key, choices in CHOICES.items():
         value = get(key, UMOP_DEFAULTS[key])
         if value not in choices:

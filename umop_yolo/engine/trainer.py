@@ -5,6 +5,8 @@ from __future__ import annotations
 from copy import copy
 from typing import Any
 
+import torch
+from torch import optim
 from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
@@ -15,6 +17,7 @@ from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, trim
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
+from umop_yolo.engine.schedule import step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
 
@@ -79,6 +82,28 @@ class UmopTrainer(DetectionTrainer):
         return CocoDetectionValidator(
             self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
         )
+
+    def _setup_scheduler(self) -> None:
+        """`lr_steps` set: MMDetection's step decay (x0.1 at those epochs); otherwise Ultralytics' schedule."""
+        if not self.args.lr_steps:
+            return super()._setup_scheduler()
+        self.lf = step_lr_lambda(self.args.lr_steps)
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+
+    def _get_warmup_iterations(self, num_batches: int) -> int:
+        """`warmup_iters` > 0 counts warmup in iterations (MMDetection's 500); else Ultralytics' warmup_epochs."""
+        return self.args.warmup_iters or super()._get_warmup_iterations(num_batches)
+
+    def optimizer_step(self) -> None:
+        """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none)."""
+        self.scaler.unscale_(self.optimizer)
+        if self.args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.args.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema:
+            self.ema.update(self.model)
 
     def save_metrics(self, metrics: dict) -> None:
         """Append the epoch's per-level means to results.csv: pfl/gamma_P3, pfl/alpha_P3 (when the loss has them),
