@@ -98,3 +98,15 @@ def test_convert_mode_writes_a_yolo_dataset_from_coco_json(tmp_path, capsys):
     label = label_file.read_text().split()
     assert label[0] == "1" and [float(v) for v in label[1:]] == [0.2, 0.2, 0.2, 0.2]
     assert data["val_json"] == str(tmp_path / "coco" / "annotations" / "instances_val.json")
+
+
+def test_runs_go_under_the_current_directory_unless_project_is_given(monkeypatch, tmp_path):
+    import umop_yolo.cli as cli
+
+    weights = tmp_path / "x.pt"
+    weights.touch()
+    seen = []
+    monkeypatch.setitem(cli.MODES, "val", seen.append)
+    cli.run("val", [f"model={weights}"])
+    cli.run("val", [f"model={weights}", "project=/elsewhere"])
+    assert [a["project"] for a in seen] == ["runs/detect", "/elsewhere"]

@@ -7,25 +7,32 @@ import torch
 
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.engine.exporter import Exporter
-from ultralytics.nn.tasks import DetectionModel
+
+from umop_yolo.engine.model import build_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 
-def test_onnx_matches_pytorch(tmp_path):
+# RetinaNet is left out on purpose: its exported graph does not reproduce PyTorch yet (an open defect, see issue 4).
+@pytest.mark.parametrize("cfg, imgsz", [("yolov8n.yaml", 64), ("atss_r18_fpn.yaml", 128)])
+def test_onnx_matches_pytorch_for_every_head(cfg, imgsz, tmp_path):
     torch.manual_seed(0)
-    model = DetectionModel("yolov8n.yaml", nc=2, verbose=False)
+    model = build_model(cfg, nc=2, verbose=False)
+    with torch.no_grad():  # spread the class scores as training does: at init, near-ties reorder the pre-NMS top-k
+        for name, p in model.named_parameters():
+            if ".head.cls" in name and p.dim() == 4:
+                p.normal_(0.0, 0.1)
     model.task, model.pt_path = "detect", str(tmp_path / "tiny.pt")  # the exporter names its file after pt_path
     # simplify=False: the default (True) asks for onnxslim, which is not a dependency; offline it only warns
-    args = {"format": "onnx", "imgsz": 64, "batch": 1, "simplify": False, "device": "cpu"}
+    args = {"format": "onnx", "imgsz": imgsz, "batch": 1, "simplify": False, "device": "cpu"}
     exported = Exporter(overrides=args)(model=model)
     assert exported == str(tmp_path / "tiny.onnx")
 
-    x = torch.rand(1, 3, 64, 64)
+    x = torch.rand(1, 3, imgsz, imgsz)
     with torch.no_grad():
         expected = model.eval()(x)[0]
     session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    assert output.shape == (1, 6, 84)  # xywh + 2 class scores for 8x8 + 4x4 + 2x2 anchors
-    torch.testing.assert_close(torch.from_numpy(output), expected, atol=1e-4, rtol=1e-5)
+    assert output.shape == expected.shape and output.shape[1] == 6  # xywh + 2 class scores per kept anchor
+    torch.testing.assert_close(torch.from_numpy(output), expected, atol=1e-4, rtol=1e-4)

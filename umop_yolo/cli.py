@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
 
+RUNS_DIR = "runs/detect"
 USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
 
 
@@ -113,7 +114,10 @@ def run(mode: str, argv: list[str]) -> Any:
            if k in MODE_KEYS.get(mode, ()) or (mode == "ablate" and ":" in k)}  # ablate's VARIANT:key=value
     default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
     cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
-    return MODES[mode]({**experiment_args(cfg, overrides), **own})
+    args = experiment_args(cfg, overrides)
+    if not overrides.get("resume"):  # runs/detect/<name> under the current directory, whatever Ultralytics' settings
+        args.setdefault("project", RUNS_DIR)
+    return MODES[mode]({**args, **own})
 
 
 def main(argv: list[str] | None = None) -> int:

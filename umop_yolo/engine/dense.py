@@ -72,7 +72,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # MMDetection's settings of each detect
 BACKBONE = {"depth": 50, "groups": 1, "base_width": 64, "frozen_stages": 1, "norm_eval": True, "dcn_stages": [],
             "pretrained": "imagenet"}
 NECK = {"out_channels": 256, "num_outs": 5, "relu_before_extra_convs": False}
-UMOP_ONLY_STATS = ("gamma", "alpha", "statistic")  # PFL's per-level parameters, constant under plain focal loss
 TOP_KEYS = {"detector", "nc", "backbone", "neck", "head", "channels", "scale", "yaml_file"}  # + Ultralytics' own
 
 
@@ -174,12 +173,12 @@ class DenseCriterion:
     """Ultralytics criterion for DenseDetectionModel: (preds, batch) -> (loss * batch size, detached loss items).
 
     A plain object (not an nn.Module), rebuilt by `init_criterion()`. `last_stats` holds the latest per-level
-    statistics for the trainer's level record (positives, samples, loss; with `umop` also gamma_l and alpha_l, which
-    plain focal loss fixes at 2 and 0.25 and therefore leaves out, as the stock YOLO loss does).
+    statistics for the trainer's level record (positives, samples, loss, gamma_l and alpha_l; the focal baseline's stay
+    at gamma and w / gamma, the flat reference line of the Fig. 3 plot).
     """
 
-    def __init__(self, head: DenseHead, loss: RetinaNetLoss | ATSSLoss, umop: bool) -> None:
-        self.head, self.loss, self.umop = head, loss, umop
+    def __init__(self, head: DenseHead, loss: RetinaNetLoss | ATSSLoss) -> None:
+        self.head, self.loss = head, loss
         self.last_stats: dict[str, Tensor] = {}
 
     def __call__(self, preds: dict[str, Any] | tuple, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -187,7 +186,7 @@ class DenseCriterion:
         anchors, sizes = self.head.anchors_for(preds["feats"])
         boxes, labels, mask = padded_targets(batch)
         terms, stats = self.loss(preds, anchors, sizes, boxes, labels, mask)
-        self.last_stats = stats if self.umop else {k: v for k, v in stats.items() if k not in UMOP_ONLY_STATS}
+        self.last_stats = stats
         total = sum(terms.values())
         return total * batch["img"].shape[0], {k: v.detach() for k, v in terms.items()}
 
@@ -262,7 +261,7 @@ class DenseDetectionModel(UmopDetectionModel):
             loss = RetinaNetLoss(pfl, MaxIoUAssigner(**config["assigner"]), coder, nc, **config["loss"])
         else:
             loss = ATSSLoss(pfl, ATSSAssigner(**config["assigner"]), coder, nc, **config["loss"])
-        return DenseCriterion(head, loss, umop=bool(args.umop))
+        return DenseCriterion(head, loss)
 
     def load(self, weights: dict | nn.Module, verbose: bool = True) -> None:
         """Copy every tensor whose name and shape match (a different nc keeps the new classifier)."""

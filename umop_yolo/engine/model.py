@@ -8,6 +8,7 @@ from ultralytics.engine.model import Model
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 from ultralytics.utils.loss import E2ELoss
 
+from umop_yolo.cfg import resolve_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.predictor import CocoDetectionPredictor
@@ -37,6 +38,8 @@ class UmopDetectionModel(DetectionModel):
 def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True) -> DetectionModel:
     """Build the detection model a model YAML (path or dict) describes: a YOLO architecture, or with a top-level
     `detector: retinanet | atss` key the paper's ResNet + FPN baselines."""
+    if not isinstance(cfg, dict):
+        cfg = resolve_model(cfg)  # bare names of cfg/models/ (Ultralytics only knows its own YAMLs)
     spec = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
     if "detector" in spec:
         from umop_yolo.engine.dense import DenseDetectionModel  # imports this module: keep it lazy
