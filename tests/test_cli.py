@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,4 +110,4 @@ def test_runs_go_under_the_current_directory_unless_project_is_given(monkeypatch
     monkeypatch.setitem(cli.MODES, "val", seen.append)
     cli.run("val", [f"model={weights}"])
     cli.run("val", [f"model={weights}", "project=/elsewhere"])
-    assert [a["project"] for a in seen] == ["runs/detect", "/elsewhere"]
+    assert [a["project"] for a in seen] == [str(Path.cwd() / "runs" / "detect"), "/elsewhere"]

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
 
-RUNS_DIR = "runs/detect"
 USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
 
 
@@ -115,8 +115,8 @@ def run(mode: str, argv: list[str]) -> Any:
     default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
     cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
     args = experiment_args(cfg, overrides)
-    if not overrides.get("resume"):  # runs/detect/<name> under the current directory, whatever Ultralytics' settings
-        args.setdefault("project", RUNS_DIR)
+    if mode in {"train", "val", "predict", "analyze"} and not overrides.get("resume"):
+        args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
     return MODES[mode]({**args, **own})
 
 
