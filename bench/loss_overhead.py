@@ -75,7 +75,7 @@ def synthetic_batch(n: int, imgsz: int, boxes: int, nc: int, device: torch.devic
 
 
 def train_args(**overrides: Any) -> Any:
-    """Ultralytics' default training settings (with the UMOP keys) as the namespace criteria read hyperparameters from."""
+    """Ultralytics' default training settings (UMOP keys included): the namespace criteria read settings from."""
     from ultralytics.cfg import get_cfg
 
     return get_cfg(overrides=overrides)

@@ -95,10 +95,12 @@ def main() -> None:
     ratio = ours / stock
     where = torch.cuda.get_device_name() if a.device != "cpu" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{a.model}, {Path(data).parent.name}, {a.imgsz} px, batch {a.batch}, {a.workers} workers, "
-          f"{a.batches - a.warmup - 1} timed batches x {a.trials} trials per trainer ({where}, torch {torch.__version__})")
+          f"{a.batches - a.warmup - 1} timed batches x {a.trials} trials per trainer ({where}, "
+          f"torch {torch.__version__})")
     print("| trainer | images/s (median) | trials |\n|---|---|---|")
-    print(f"| Ultralytics DetectionTrainer (stock loss) | {stock:.2f} | {', '.join(f'{r:.2f}' for r in rates['stock'])} |")
-    print(f"| UmopTrainer (umop=true) | {ours:.2f} | {', '.join(f'{r:.2f}' for r in rates['umop'])} |")
+    for name, kind, median in (("Ultralytics DetectionTrainer (stock loss)", "stock", stock),
+                               ("UmopTrainer (umop=true)", "umop", ours)):
+        print(f"| {name} | {median:.2f} | {', '.join(f'{r:.2f}' for r in rates[kind])} |")
     print(f"\nratio ours / stock: {ratio:.3f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'})")
 
 

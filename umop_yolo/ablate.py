@@ -1,12 +1,13 @@
 """`umop ablate`: the paper's Table 1 ablation (baseline / + PFL / + PFL + LRP) over seeds, with identical settings.
 
-    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp baseline:cls=0.5 project=runs/ablate name=shapes
+    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp baseline:cls=0.5 name=shapes
 
 Every (variant, seed) pair is one training run `<project>/<name>/<variant>-seed<k>/` with the experiment's settings,
 the variant's UMOP switches (`umop`, `lrp`: any value in the cfg or command line is replaced), `seed=k` and the
 variant's own `VARIANT:key=value` overrides (e.g. `baseline:cls=0.5`: the stock loss with the stock cls gain, the
-UMOP variants with the experiment's); nothing else differs between variants, and the report lists what does. The validator
-scores every epoch with pycocotools, so each run's results.csv holds the AP curve. The output directory gets:
+UMOP variants with the experiment's); nothing else differs between variants, and the report lists what does. The
+validator scores every epoch with pycocotools, so each run's results.csv holds the AP curve. The output directory
+gets:
 
     ablation.md     Table 1: final AP, AP50, AP75, APs, APm, APl (mean +- sample std over seeds, difference to the
                     baseline) and the epochs each variant needs to reach the baseline's final AP; then every run
@@ -93,7 +94,8 @@ def parse_seeds(value: Any) -> list[int]:
             raise ConfigError(f"seeds={value}: need at least 1")
         return list(range(value))
     seeds = list(value) if isinstance(value, (list, tuple)) else None
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+    integers = seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not integers or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds={value!r}: need a count (seeds=3) or distinct integers (seeds=0,1,2)")
     return seeds
 
@@ -179,7 +181,8 @@ def parse_variant_overrides(args: dict[str, Any], variants: list[str]) -> dict[s
     for token in [k for k in args if ":" in k]:
         variant, key = token.split(":", 1)
         if variant not in own:
-            raise ConfigError(f"{token}={args[token]!r}: '{variant}' is not one of the variants ({', '.join(variants)})")
+            raise ConfigError(f"{token}={args[token]!r}: '{variant}' is not one of the variants "
+                              f"({', '.join(variants)})")
         if key in SWITCHES or key in PER_RUN_KEYS or key in {"project", "name"}:
             raise ConfigError(f"{token}: {key}= is set by umop ablate, not per variant")
         check_keys({key: None}, f"'{token}'")
