@@ -70,7 +70,9 @@ def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path):
     rows = results(train("retinanet", boxes_and_discs, tmp_path, umop=False))
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
     assert rows[-1]["metrics/mAP50(B)"] > 0.3
-    assert not any(k.startswith("pfl/") for k in rows[0])  # plain focal loss: no per-level gamma to log
+    for level in ("P3", "P4", "P5", "P6", "P7"):  # plain focal loss: the flat reference line of Fig. 3
+        assert float(rows[-1][f"pfl/gamma_{level}"]) == pytest.approx(2.0)
+        assert float(rows[-1][f"pfl/alpha_{level}"]) == pytest.approx(0.25)
     assert all(f"level/pos_ratio_{level}" in rows[0] for level in ("P3", "P4", "P5", "P6", "P7"))
 
 
