@@ -38,16 +38,16 @@ def resolve_model(model: str) -> str:
         return str(model)  # Ultralytics resolves its own architecture YAMLs (yolov8n.yaml, yolo11s.yaml ...)
 
 
-def load_yaml(path: Path) -> dict:
-    """Read a YAML mapping; errors name the file."""
+def load_yaml(path: Path, what: str = "YAML") -> dict:
+    """Read a YAML mapping; errors are one line naming the file (and the line of a syntax error)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} '{path}': malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        raise ConfigError(f"{what} '{path}': expected a mapping of keys, got {type(data).__name__}")
     return data
 
 
@@ -69,7 +69,7 @@ def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any
     args: dict[str, Any] = {}
     if cfg is not None:
         path = find_file(cfg, CFG_DIR, "experiment cfg")
-        args = load_yaml(path)
+        args = load_yaml(path, "experiment cfg")
         check_keys(args, str(path))
     check_keys(overrides, "the command line")
     args.update(overrides)

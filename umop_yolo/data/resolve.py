@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 import umop_yolo
+from umop_yolo.cfg import load_yaml
 from umop_yolo.data import shapes
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
 from umop_yolo.data.convert import check_format, convert_sources
@@ -35,7 +36,7 @@ def resolve_data(data: str | Path) -> str:
     file = find_yaml(data)
     if file.is_relative_to(cache_root()):  # already produced by us
         return str(file)
-    cfg = load_yaml(file)
+    cfg = load_yaml(file, "data YAML")
     try:
         return str(_resolve(file, cfg))
     except FileNotFoundError as e:
@@ -57,19 +58,6 @@ def find_yaml(data: str | Path) -> Path:
                 return candidate
         raise FileNotFoundError(f"data YAML '{data}' not found here nor in {DATA_DIR}")
     raise FileNotFoundError(f"data YAML '{data}' not found")
-
-
-def load_yaml(file: Path) -> dict[str, Any]:
-    """The YAML mapping of `file`; ValueError with the line of a syntax error."""
-    try:
-        cfg = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ValueError(f"data YAML '{file}': malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"data YAML '{file}': expected a mapping of keys, got {type(cfg).__name__}")
-    return cfg
 
 
 def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
