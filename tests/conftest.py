@@ -5,6 +5,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, deadline=None)  # CI: the same examples every run, no flakes
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 os.environ.setdefault("UMOP_CACHE_DIR", tempfile.mkdtemp(prefix="umop-test-cache-"))  # keep ~/.cache clean
 

