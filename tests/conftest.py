@@ -1,5 +1,6 @@
 """Shared fixtures: a private dataset cache, a tiny generated dataset, and where ../shared lives."""
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,26 @@ def tiny_shapes(tmp_path_factory) -> Path:
         "names: {0: circle, 1: square, 2: triangle, 3: cross, 4: star}\n"
     )
     return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A private dataset cache for one test."""
+    monkeypatch.setenv("UMOP_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def warnings_seen():
+    """Messages Ultralytics' LOGGER warns while the test runs (it does not propagate to caplog)."""
+    from ultralytics.utils import LOGGER
+
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    yield seen
+    LOGGER.removeHandler(handler)
 
 
 @pytest.fixture

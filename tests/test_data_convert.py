@@ -1,36 +1,18 @@
 """COCO JSON and Pascal VOC to YOLO: round trips on hand-made datasets, bad-label reports, coco128's real JSON."""
 
 import json
-import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import COCO128
 import yaml
 from ultralytics.data.utils import check_det_dataset
-from ultralytics.utils import LOGGER
 
-import umop_yolo
 from umop_yolo.data import convert, convert_main, resolve_data
 
-COCO128 = Path(umop_yolo.__file__).resolve().parents[2] / "shared" / "data" / "coco128"
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("UMOP_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def warnings_seen():
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield seen
-    LOGGER.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("cache")  # every test converts into its own cache
 
 
 def write_image(path: Path, w: int, h: int) -> None:

@@ -1,38 +1,19 @@
 """resolve_data: bare names, paths relative to the YAML, generated data, bad inputs, bad YOLO label rows."""
 
-import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import COCO128
 import yaml
 from ultralytics.data.utils import check_det_dataset
-from ultralytics.utils import LOGGER
 
 from umop_yolo.data import resolve
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.shapes import ShapesSpec, spec_from_yaml
 
 REPO_DATA = Path(resolve.__file__).resolve().parents[2] / "data"
-COCO128 = Path(resolve.__file__).resolve().parents[3] / "shared" / "data" / "coco128"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("UMOP_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def warnings_seen():
-    """Messages Ultralytics' LOGGER warns while the test runs (it does not propagate to caplog)."""
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield seen
-    LOGGER.removeHandler(handler)
 
 
 def yolo_dataset(root: Path, labels: dict[str, str]) -> None:

@@ -9,8 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 import umop_yolo
 from ultralytics.data.utils import check_det_dataset
@@ -19,6 +17,7 @@ from ultralytics.utils import YAML
 
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.eval.metrics import COCO_KEYS
+from test_eval_validator import standalone_cocoeval
 
 COCO128 = Path(umop_yolo.__file__).parents[2] / "shared" / "data" / "coco128"
 pytestmark = pytest.mark.skipif(not COCO128.is_dir(), reason="../shared/data/coco128 is not present")
@@ -63,17 +62,6 @@ def score_labels_as_predictions(validator: CocoDetectionValidator, jitter: float
     return stats
 
 
-def standalone(gt_json: Path, predictions: Path, img_ids: list[int] | None = None) -> np.ndarray:
-    gt = COCO(str(gt_json))
-    evaluator = COCOeval(gt, gt.loadRes(str(predictions)), "bbox")
-    if img_ids is not None:
-        evaluator.params.imgIds = img_ids
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator.stats[:6]
-
-
 def make_validator(data: Path, save_dir: Path, **overrides) -> CocoDetectionValidator:
     args = {"data": str(data), "imgsz": 128, "batch": 16, "device": "cpu", "workers": 0, "plots": False, **overrides}
     return CocoDetectionValidator(save_dir=save_dir, args=args)
@@ -97,7 +85,7 @@ def test_official_json_numbers_equal_standalone_pycocotools(tmp_path):
     assert 0.1 < ours[0] < 0.9
     img_ids = sorted(validator.image_ids.values())  # the images this dataset holds: all 128 of the JSON
     assert len(img_ids) == 128
-    np.testing.assert_array_equal(ours, standalone(validator.gt_json, tmp_path / "val" / "predictions.json", img_ids))
+    np.testing.assert_array_equal(ours, standalone_cocoeval(validator.gt_json, tmp_path / "val" / "predictions.json", img_ids))
 
 
 def test_tiny_model_on_yolo_labels_equals_standalone_pycocotools(tmp_path):
@@ -107,4 +95,4 @@ def test_tiny_model_on_yolo_labels_equals_standalone_pycocotools(tmp_path):
     assert validator.gt_json.parent.name == "coco_gt"  # not beside coco128's read-only labels
     predictions = tmp_path / "val" / "predictions.json"
     assert len(json.loads(predictions.read_text())) > 0
-    np.testing.assert_array_equal([stats[k] for k in COCO_KEYS], standalone(validator.gt_json, predictions))
+    np.testing.assert_array_equal([stats[k] for k in COCO_KEYS], standalone_cocoeval(validator.gt_json, predictions))
