@@ -85,7 +85,7 @@ def test_ablation_writes_table_curves_and_reuses_finished_runs(tiny_shapes, tmp_
     assert [r["run"] for r in rows(out / "ablation.csv")] == runs
     table = (out / "ablation.md").read_text()
     assert "| baseline (umop=false cls=0.7) |" in table and "| pfl+lrp (umop=true lrp=true) |" in table
-    assert "epochs to baseline AP" in table and "seed(s) (0, 1)" in table
+    assert "2 variants x 2 seed(s) (0, 1), 1 epochs" in table and "baseline: cls=0.7" in table
     assert (out / "ap_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pfl/gamma_P3" in rows(out / "pfl+lrp-seed1" / "results.csv")[0]  # the variants really differ
     assert not any(k.startswith("pfl/") for k in rows(out / "baseline-seed0" / "results.csv")[0])

@@ -263,7 +263,7 @@ def write_report(out: Path, runs: list[Run], common: dict[str, Any], own: dict[s
     curves = {v: [r.curve()[:epochs] for r in runs if r.variant == v] for v in variants}
     stats = summarize(finals)
     reach = None
-    if "baseline" in stats:
+    if "baseline" in stats and stats["baseline"]["AP"][0] > 0:  # an untrained baseline (AP 0) is reached by anything
         target = stats["baseline"]["AP"][0]
         reach = {v: epochs_to_reach(mean_curve(curves[v])[0], target - 1e-12) for v in variants}
     data, model = Path(str(common.get("data", "?"))).name, Path(str(common.get("model", "?"))).name
