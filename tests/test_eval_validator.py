@@ -168,3 +168,18 @@ def test_changed_label_rebuilds_ground_truth(tmp_path):
     gt = json.loads(validator.gt_json.read_text())
     assert len(gt["annotations"]) == sum(len(boxes) for _, boxes in SCENES) - 3
     assert stats["metrics/AP(COCO)"] < 1.0
+
+
+def test_nms_keeps_every_image_when_it_runs_past_ultralytics_time_limit(monkeypatch):
+    from ultralytics.utils import nms
+
+    clock = iter(range(0, 10**6, 100))  # every clock read is 100 s later: Ultralytics' limit trips after image 1
+    monkeypatch.setattr(nms.time, "time", lambda: next(clock))
+    args = dict(DEFAULT_CFG_DICT, conf=0.001, iou=0.7, max_det=300)
+    validator = CocoDetectionValidator(args=args)
+    validator.end2end = False
+    boxes = torch.tensor([[40.0, 40.0, 20.0, 20.0], [100.0, 100.0, 30.0, 30.0]]).T  # (4, 2) xywh
+    scores = torch.tensor([[0.9, 0.1], [0.1, 0.8]])  # (2 classes, 2 boxes)
+    preds = torch.cat([boxes, scores]).expand(3, -1, -1).contiguous()  # 3 images, the same 2 boxes each
+    outputs = validator.postprocess(preds)
+    assert [len(o["conf"]) for o in outputs] == [4, 4, 4]  # multi-label: both classes of both boxes, every image
