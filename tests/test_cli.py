@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from umop_yolo import cli
 from umop_yolo.cfg import CFG_DIR, REPO_ROOT, ConfigError, experiment_args
 from umop_yolo.cli import main, parse_args
+from umop_yolo.engine.safe_pickle import CheckpointError
+from umop_yolo.errors import InputNotFoundError, UserInputError
 
 
 def run_main(argv, capsys):
@@ -73,8 +76,34 @@ def test_entry_points_report_errors_on_one_line():
         assert len(lines) == 1 and lines[0].startswith("umop: error: unknown key 'bogus_key' in the command line")
 
 
-def test_config_error_is_a_value_error():
-    assert issubclass(ConfigError, ValueError)
+def test_user_input_errors_are_one_family_of_value_errors():
+    assert issubclass(ConfigError, UserInputError) and issubclass(CheckpointError, UserInputError)
+    assert issubclass(UserInputError, ValueError) and issubclass(InputNotFoundError, FileNotFoundError)
+
+
+@pytest.mark.parametrize("error", [ValueError("shapes (3,) and (4,) differ"), FileNotFoundError("cache/x.npy"),
+                                   SyntaxError("bad generated code")])
+def test_an_internal_error_inside_a_mode_raises_with_its_traceback(error, monkeypatch, tmp_path):
+    def broken(args):
+        raise error
+
+    weights = tmp_path / "x.pt"
+    weights.touch()
+    monkeypatch.setitem(cli.MODES, "val", broken)
+    with pytest.raises(type(error), match=str(error.args[0]).replace("(", r"\(").replace(")", r"\)")):
+        main(["val", f"model={weights}"])
+
+
+@pytest.mark.parametrize("error", [UserInputError("conf=2 must be in [0, 1]"), InputNotFoundError("'x.jpg' not found"),
+                                   CheckpointError("checkpoint 'x.pt' holds no model")])
+def test_a_user_input_error_inside_a_mode_is_one_line_and_exit_2(error, monkeypatch, tmp_path, capsys):
+    def refuse(args):
+        raise error
+
+    weights = tmp_path / "x.pt"
+    weights.touch()
+    monkeypatch.setitem(cli.MODES, "val", refuse)
+    assert run_main(["val", f"model={weights}"], capsys) == (2, f"umop: error: {error}")
 
 
 def test_convert_mode_writes_a_yolo_dataset_from_coco_json(tmp_path, capsys):

@@ -8,14 +8,16 @@ from typing import Any
 
 import yaml
 
+from umop_yolo.errors import InputNotFoundError, UserInputError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = REPO_ROOT / "cfg"
 MODELS_DIR = CFG_DIR / "models"
 DEFAULT_EXPERIMENT = "yolov8n_umop.yaml"
 
 
-class ConfigError(ValueError):
-    """A bad setting, file or key; the message is one line naming it."""
+class ConfigError(UserInputError):
+    """A bad setting or key of an experiment, or a malformed YAML; the message is one line naming it."""
 
 
 def find_file(name: str | Path, folder: Path, what: str) -> Path:
@@ -23,18 +25,18 @@ def find_file(name: str | Path, folder: Path, what: str) -> Path:
     for candidate in (Path(name), folder / name, folder / f"{name}.yaml"):
         if candidate.is_file():
             return candidate.resolve()
-    raise ConfigError(f"{what} '{name}' not found (looked in the current directory and {folder})")
+    raise InputNotFoundError(f"{what} '{name}' not found (looked in the current directory and {folder})")
 
 
 def resolve_model(model: str) -> str:
     """A model YAML from cfg/models by bare name, an Ultralytics YAML name (e.g. yolov8n.yaml), or an existing .pt."""
     if str(model).endswith(".pt"):
         if not Path(model).is_file():
-            raise ConfigError(f"model '{model}' not found: weights are never downloaded, pass an existing file")
+            raise InputNotFoundError(f"model '{model}' not found: weights are never downloaded, pass an existing file")
         return str(Path(model).resolve())
     try:
         return str(find_file(model, MODELS_DIR, "model"))
-    except ConfigError:
+    except InputNotFoundError:
         return str(model)  # Ultralytics resolves its own architecture YAMLs (yolov8n.yaml, yolo11s.yaml ...)
 
 
@@ -64,6 +66,16 @@ def check_keys(args: dict, source: str) -> None:
             raise ConfigError(f"unknown key '{key}' in {source}{hint}")
 
 
+def check_values(args: dict[str, Any]) -> None:
+    """Ultralytics' own type and range checks of its keys (`check_cfg`, run again when a mode starts), as one line."""
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg(dict(args))
+    except (TypeError, ValueError) as e:  # check_cfg validates only: every error it raises is about a value given
+        raise UserInputError(str(e)) from None
+
+
 def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """Merge an experiment YAML (`cfg=`, looked up in cfg/) under the overrides; resolve the model path."""
     args: dict[str, Any] = {}
@@ -73,6 +85,7 @@ def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any
         check_keys(args, str(path))
     check_keys(overrides, "the command line")
     args.update(overrides)
+    check_values(args)
     if "model" in args:
         args["model"] = resolve_model(args["model"])
     return args

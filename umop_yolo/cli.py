@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
+from umop_yolo.errors import UserInputError
 
 USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
 
@@ -121,14 +122,15 @@ def run(mode: str, argv: list[str]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: errors in the user's input print one line and exit with status 2."""
+    """Console entry point: errors in the user's input (`UserInputError`) print one line and exit with status 2;
+    any other exception is a bug and raises with its traceback."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(USAGE)
         return 0 if argv else 2
     try:
         run(argv[0], argv[1:])
-    except (ConfigError, FileNotFoundError, ValueError, SyntaxError) as e:
+    except UserInputError as e:
         print(f"umop: error: {e}", file=sys.stderr)
         return 2
     return 0

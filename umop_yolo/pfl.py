@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from umop_yolo.errors import UserInputError
+
 STATISTICS = ("released", "paper")
 REDUCTIONS = ("sum", "mean")
 _TINY = 1e-12  # keeps |t - p| ** gamma differentiable at p == t for any gamma > 0
@@ -129,11 +131,11 @@ class ProgressiveFocalLoss:
         single_label: bool = False,
     ) -> None:
         if gamma <= 0 or not 0 <= delta < gamma or w <= 0:
-            raise ValueError(f"need gamma > 0, 0 <= delta < gamma, w > 0; got gamma={gamma}, delta={delta}, w={w}")
+            raise UserInputError(f"need gamma > 0, 0 <= delta < gamma, w > 0; got gamma={gamma}, delta={delta}, w={w}")
         if statistic not in STATISTICS:
-            raise ValueError(f"statistic={statistic!r} must be one of {STATISTICS}")
+            raise UserInputError(f"statistic={statistic!r} must be one of {STATISTICS}")
         if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
+            raise UserInputError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
         self.gamma, self.delta, self.w = float(gamma), float(delta), float(w)
         self.statistic, self.reduction, self.levelwise = statistic, reduction, levelwise
         self.single_label = single_label

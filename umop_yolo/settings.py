@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from umop_yolo.errors import UserInputError
+
 # key: (default, help). Types and ranges are checked by `check_umop_args`.
 UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "umop": (True, "use progressive focal loss per level; false = the detector's stock classification loss"),
@@ -43,34 +45,34 @@ def register() -> None:
 
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key}={value!r} must be a number")
+        raise UserInputError(f"{key}={value!r} must be a number")
     return float(value)
 
 
 def check_umop_args(args: Any) -> None:
-    """Raise ValueError with one line naming the bad UMOP key if a value has the wrong type or is out of range."""
+    """Raise UserInputError with one line naming the bad UMOP key if a value has the wrong type or is out of range."""
     get = args.get if isinstance(args, dict) else lambda k, d=None: getattr(args, k, d)
     for key in ("umop", "lrp", "trust_checkpoint"):
         if not isinstance(get(key, True), bool):
-            raise ValueError(f"{key}={get(key)!r} must be true or false")
+            raise UserInputError(f"{key}={get(key)!r} must be true or false")
     gamma = _number("pfl_gamma", get("pfl_gamma", UMOP_DEFAULTS["pfl_gamma"]))
     delta = _number("pfl_delta", get("pfl_delta", UMOP_DEFAULTS["pfl_delta"]))
     w = _number("pfl_w", get("pfl_w", UMOP_DEFAULTS["pfl_w"]))
     if gamma <= 0:
-        raise ValueError(f"pfl_gamma={gamma} must be > 0")
+        raise UserInputError(f"pfl_gamma={gamma} must be > 0")
     if not 0 <= delta < gamma:
-        raise ValueError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
+        raise UserInputError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
     if w <= 0:
-        raise ValueError(f"pfl_w={w} must be > 0")
+        raise UserInputError(f"pfl_w={w} must be > 0")
     if w >= gamma - delta:  # alpha_l >= 1 would weight negatives by 1 - alpha_l <= 0: a negative or blind loss
-        raise ValueError(f"pfl_w={w} must be < pfl_gamma - pfl_delta = {gamma - delta:g} (alpha_l = w / gamma_l < 1)")
+        raise UserInputError(f"pfl_w={w} must be < pfl_gamma - pfl_delta = {gamma - delta:g} (alpha_l = w / gamma_l < 1)")
     interval = get("level_log_interval", UMOP_DEFAULTS["level_log_interval"])
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise ValueError(f"level_log_interval={interval!r} must be an integer >= 1")
+        raise UserInputError(f"level_log_interval={interval!r} must be an integer >= 1")
     from umop_yolo.engine.schedule import check_schedule
 
     check_schedule(get("epochs", 100), get("lr_steps", []), get("warmup_iters", 0), get("grad_clip", 10.0))
     for key, choices in CHOICES.items():
         value = get(key, UMOP_DEFAULTS[key])
         if value not in choices:
-            raise ValueError(f"{key}={value!r} must be one of {', '.join(choices)}")
+            raise UserInputError(f"{key}={value!r} must be one of {', '.join(choices)}")

@@ -16,6 +16,7 @@ from PIL import Image
 from ultralytics.utils import LOGGER
 
 from umop_yolo.data.labels import Reporter, Sample, pixel_box_row
+from umop_yolo.errors import UserInputError
 
 
 def load_json(json_file: Path) -> dict[str, Any]:
@@ -23,12 +24,12 @@ def load_json(json_file: Path) -> dict[str, Any]:
     try:
         data = json.loads(json_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{json_file}: unreadable or malformed JSON ({e})") from None
+        raise UserInputError(f"{json_file}: unreadable or malformed JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{json_file}: expected a JSON object with 'images', 'annotations', 'categories'")
+        raise UserInputError(f"{json_file}: expected a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{json_file}: '{key}' is missing or not a list")
+            raise UserInputError(f"{json_file}: '{key}' is missing or not a list")
     return data
 
 
@@ -37,9 +38,9 @@ def category_names(data: dict[str, Any], json_file: Path) -> tuple[list[str], di
     cats = {}
     for c in data["categories"]:
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
-            raise ValueError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
+            raise UserInputError(f"{json_file}: category {c!r} needs an integer 'id' and a 'name'")
         if c["id"] in cats:
-            raise ValueError(f"{json_file}: category id {c['id']} appears twice")
+            raise UserInputError(f"{json_file}: category id {c['id']} appears twice")
         cats[c["id"]] = str(c["name"])
     ids = sorted(cats)
     return [cats[i] for i in ids], {cat: cls for cls, cat in enumerate(ids)}

@@ -17,6 +17,7 @@ from ultralytics.utils import LOGGER
 from umop_yolo.data import coco, voc
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 from umop_yolo.data.labels import Reporter, Sample, write_split
+from umop_yolo.errors import InputNotFoundError, UserInputError
 
 CONVERTER_VERSION = 1
 FORMATS = ("coco", "voc")
@@ -70,7 +71,7 @@ def convert_sources(
 def check_format(fmt: str) -> None:
     """ValueError unless `fmt` is a format this module converts."""
     if fmt not in FORMATS:
-        raise ValueError(f"'format' must be one of yolo, {', '.join(FORMATS)}, got {fmt!r}")
+        raise UserInputError(f"'format' must be one of yolo, {', '.join(FORMATS)}, got {fmt!r}")
 
 
 def _read_coco(sources: dict[str, CocoSource], names: list[str] | None) -> tuple[list[str], dict[str, list[Sample]]]:
@@ -78,10 +79,10 @@ def _read_coco(sources: dict[str, CocoSource], names: list[str] | None) -> tuple
     for role, (json_file, image_dir) in sources.items():
         split_names, splits[role] = coco.read_coco(json_file, image_dir)
         if class_names is not None and split_names != class_names:
-            raise ValueError(f"'{role}_json' {json_file} has other categories than the train split")
+            raise UserInputError(f"'{role}_json' {json_file} has other categories than the train split")
         class_names = split_names
     if names is not None and names != class_names:
-        raise ValueError(f"'names' {names} do not match the JSON categories (by id) {class_names}")
+        raise UserInputError(f"'names' {names} do not match the JSON categories (by id) {class_names}")
     return class_names, splits
 
 
@@ -101,13 +102,13 @@ def role_of(split: str) -> str:
     for role in ROLES:
         if split.startswith(role):
             return role
-    raise ValueError(f"split {split!r} must start with train, val or test")
+    raise UserInputError(f"split {split!r} must start with train, val or test")
 
 
 def discover(fmt: str, src: Path, splits: list[str] | None) -> dict[str, Any]:
     """Sources of a dataset root in its standard layout, for the given split names (default: all found)."""
     if not src.is_dir():
-        raise FileNotFoundError(f"'src' {src} is not a folder")
+        raise InputNotFoundError(f"'src' {src} is not a folder")
     if fmt == "coco":
         jsons = (src / "annotations").glob("instances_*.json")
         found = splits or sorted(p.stem.removeprefix("instances_") for p in jsons)
@@ -118,16 +119,16 @@ def discover(fmt: str, src: Path, splits: list[str] | None) -> dict[str, Any]:
         found = splits or [s for s in ("train", "val", "test") if (lists / f"{s}.txt").is_file()]
         files = {s: lists / f"{s}.txt" for s in found}
     if not found:
-        raise FileNotFoundError(f"no {fmt} splits found under {src}")
+        raise InputNotFoundError(f"no {fmt} splits found under {src}")
     sources: dict[str, Any] = {}
     for split in found:
         if not files[split].is_file():
-            raise FileNotFoundError(f"split {split!r}: {files[split]} does not exist")
+            raise InputNotFoundError(f"split {split!r}: {files[split]} does not exist")
         if fmt == "coco" and not folders[split].is_dir():
-            raise FileNotFoundError(f"split {split!r}: image folder {folders[split]} does not exist")
+            raise InputNotFoundError(f"split {split!r}: image folder {folders[split]} does not exist")
         role = role_of(split)
         if role in sources:
-            raise ValueError(f"splits {found} give two {role} splits; choose with splits=")
+            raise UserInputError(f"splits {found} give two {role} splits; choose with splits=")
         sources[role] = (files[split], folders[split]) if fmt == "coco" else [files[split]]
     return sources
 
@@ -166,10 +167,12 @@ def convert_main(args: dict[str, Any]) -> Path:
     """
     allowed = {"format", "src", "dst", "splits", "names"}
     if unknown := set(args) - allowed:
-        raise ValueError(f"convert: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        raise UserInputError(
+            f"convert: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
     for key in ("format", "src"):
         if not args.get(key):
-            raise ValueError(f"convert: '{key}' is required, e.g. umop convert format=coco src=/data/coco")
+            raise UserInputError(f"convert: '{key}' is required, e.g. umop convert format=coco src=/data/coco")
     listed = {k: _as_list(args[k]) for k in ("splits", "names") if args.get(k) is not None}
     return convert(str(args["format"]), args["src"], args.get("dst"), listed.get("splits"), listed.get("names"))
 

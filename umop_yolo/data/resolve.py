@@ -8,7 +8,8 @@
   list files): converted to YOLO labels in the cache (see `umop_yolo.data.convert`).
 Except for generated data, the result is a resolved copy in `<cache>/resolved/`, keyed by the source path and
 content: absolute `path`/`train`/`val`/`test`, `names` as a dict, no `download:` (nothing downloads at run time),
-plus `val_json` for COCO. Errors are one line naming the YAML file and the key: ValueError or FileNotFoundError.
+plus `val_json` for COCO. Errors are one line naming the YAML file and the key: `UserInputError` (its
+`InputNotFoundError` for missing files).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_tex
 from umop_yolo.data.convert import check_format, convert_sources
 from umop_yolo.data.labels import Reporter, write_split
 from umop_yolo.data.yolo import audit_split, list_images
+from umop_yolo.errors import InputNotFoundError, UserInputError
 
 DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
 SPLITS = ("train", "val", "test")
@@ -39,10 +41,8 @@ def resolve_data(data: str | Path) -> str:
     cfg = load_yaml(file, "data YAML")
     try:
         return str(_resolve(file, cfg))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"data YAML '{file}': {e}") from None
-    except ValueError as e:
-        raise ValueError(f"data YAML '{file}': {e}") from None
+    except UserInputError as e:
+        raise type(e)(f"data YAML '{file}': {e}") from None
 
 
 def find_yaml(data: str | Path) -> Path:
@@ -51,19 +51,19 @@ def find_yaml(data: str | Path) -> Path:
     if path.is_file():
         return path.resolve()
     if path.is_dir():
-        raise FileNotFoundError(f"data '{data}' is a folder: pass its data YAML")
+        raise InputNotFoundError(f"data '{data}' is a folder: pass its data YAML")
     if len(path.parts) == 1:
         for candidate in (DATA_DIR / path.name, DATA_DIR / f"{path.name}.yaml", DATA_DIR / f"{path.name}.yml"):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(f"data YAML '{data}' not found here nor in {DATA_DIR}")
-    raise FileNotFoundError(f"data YAML '{data}' not found")
+        raise InputNotFoundError(f"data YAML '{data}' not found here nor in {DATA_DIR}")
+    raise InputNotFoundError(f"data YAML '{data}' not found")
 
 
 def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     if "generate" in cfg:
         if extra := sorted(map(str, set(cfg) - {"generate", "names"})):
-            raise ValueError(f"key '{extra[0]}' cannot be combined with 'generate' (only 'names' can)")
+            raise UserInputError(f"key '{extra[0]}' cannot be combined with 'generate' (only 'names' can)")
         return shapes.build_shapes(shapes.spec_from_yaml(cfg["generate"], cfg.get("names")))
     fmt = cfg.get("format", "yolo")
     if fmt != "yolo":
@@ -86,10 +86,10 @@ def _root(file: Path, cfg: dict[str, Any]) -> Path:
     """Dataset root: `path` relative to the YAML's folder (absolute stays absolute); the YAML's folder if absent."""
     value = cfg.get("path")
     if value is not None and not isinstance(value, str):
-        raise ValueError(f"'path' must be a string, got {value!r}")
+        raise UserInputError(f"'path' must be a string, got {value!r}")
     root = (file.parent / Path(value).expanduser()).resolve() if value else file.parent
     if not root.is_dir():
-        raise FileNotFoundError(f"'path' {root} does not exist")
+        raise InputNotFoundError(f"'path' {root} does not exist")
     return root
 
 
@@ -97,28 +97,28 @@ def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
     """Class names as a list (index = class id) from `names` (list or {id: name}) or `nc`."""
     names, nc = cfg.get("names"), cfg.get("nc")
     if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
-        raise ValueError(f"'nc' must be a positive integer, got {nc!r}")
+        raise UserInputError(f"'nc' must be a positive integer, got {nc!r}")
     if names is None:
         if nc is None and required:
-            raise ValueError("missing 'names' (class names, index = class id)")
+            raise UserInputError("missing 'names' (class names, index = class id)")
         return [f"class_{i}" for i in range(nc)] if nc else None
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
-            raise ValueError(f"'names' keys must be the class ids 0..{len(names) - 1}, got {sorted(names, key=str)}")
+            raise UserInputError(f"'names' keys must be the class ids 0..{len(names) - 1}, got {sorted(names, key=str)}")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
-        raise ValueError(f"'names' must be a non-empty list or {{id: name}} mapping, got {names!r}")
+        raise UserInputError(f"'names' must be a non-empty list or {{id: name}} mapping, got {names!r}")
     if nc is not None and nc != len(names):
-        raise ValueError(f"'nc' {nc} does not match the {len(names)} 'names'")
+        raise UserInputError(f"'nc' {nc} does not match the {len(names)} 'names'")
     return [str(n) for n in names]
 
 
 def _existing(root: Path, value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"'{key}' must be a path string, got {value!r}")
+        raise UserInputError(f"'{key}' must be a path string, got {value!r}")
     path = (root / Path(value).expanduser()).resolve()
     if not path.exists():
-        raise FileNotFoundError(f"'{key}' path {path} does not exist")
+        raise InputNotFoundError(f"'{key}' path {path} does not exist")
     return path
 
 
@@ -127,7 +127,7 @@ def _split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | No
     if cfg.get(key) is None:
         if key == "test":
             return None
-        raise ValueError(f"missing '{key}'")
+        raise UserInputError(f"missing '{key}'")
     values = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
     return [_existing(root, v, key) for v in values]
 
@@ -166,8 +166,8 @@ def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             sources[key] = entries
             continue
         if len(entries) != 1 or not entries[0].is_dir():
-            raise ValueError(f"'{key}' must be one image folder for format coco")
+            raise UserInputError(f"'{key}' must be one image folder for format coco")
         if cfg.get(f"{key}_json") is None:
-            raise ValueError(f"missing '{key}_json' (the COCO instances JSON of split '{key}')")
+            raise UserInputError(f"missing '{key}_json' (the COCO instances JSON of split '{key}')")
         sources[key] = (_existing(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
     return sources

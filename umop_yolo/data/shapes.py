@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash
+from umop_yolo.errors import UserInputError
 
 GENERATOR_VERSION = 3  # bump whenever the pictures change, so old caches are not reused
 SHAPES = ("circle", "square", "triangle", "cross", "star")
@@ -49,30 +50,30 @@ class ShapesSpec:
 def spec_from_yaml(generate: Any, names: Any) -> ShapesSpec:
     """Validate a data YAML's `generate:` mapping and `names:`; ValueError names the offending key."""
     if not isinstance(generate, dict):
-        raise ValueError(f"'generate' must be a mapping, got {type(generate).__name__}")
+        raise UserInputError(f"'generate' must be a mapping, got {type(generate).__name__}")
     for key, value in generate.items():
         if key not in GENERATE_KEYS:
-            raise ValueError(f"unknown key 'generate.{key}' (expected {', '.join(GENERATE_KEYS)})")
+            raise UserInputError(f"unknown key 'generate.{key}' (expected {', '.join(GENERATE_KEYS)})")
         want = GENERATE_KEYS[key]
         if not isinstance(value, want) or isinstance(value, bool):
-            raise ValueError(f"'generate.{key}' must be {want.__name__}, got {value!r}")
+            raise UserInputError(f"'generate.{key}' must be {want.__name__}, got {value!r}")
     if generate.get("builder", "shapes") != "shapes":
-        raise ValueError(f"'generate.builder' {generate['builder']!r} is unknown (available: shapes)")
+        raise UserInputError(f"'generate.builder' {generate['builder']!r} is unknown (available: shapes)")
     params = {k: v for k, v in generate.items() if k != "builder"}
     for key in ("n_train", "n_val"):
         if params.get(key, 1) < 1:
-            raise ValueError(f"'generate.{key}' must be >= 1, got {params[key]}")
+            raise UserInputError(f"'generate.{key}' must be >= 1, got {params[key]}")
     if params.get("imgsz", 320) < 64:
-        raise ValueError(f"'generate.imgsz' must be >= 64, got {params['imgsz']}")
+        raise UserInputError(f"'generate.imgsz' must be >= 64, got {params['imgsz']}")
     if names is None:
         return ShapesSpec(**params)
     if isinstance(names, dict):
         if set(names) != set(range(len(names))):
-            raise ValueError(f"'names' keys must be the class ids 0..{len(names) - 1}")
+            raise UserInputError(f"'names' keys must be the class ids 0..{len(names) - 1}")
         names = [names[i] for i in range(len(names))]
     known = isinstance(names, list) and all(isinstance(n, str) and n in SHAPES for n in names)
     if not known or not names or len(set(names)) < len(names):
-        raise ValueError(f"'names' must list distinct shapes from {', '.join(SHAPES)}, got {names!r}")
+        raise UserInputError(f"'names' must list distinct shapes from {', '.join(SHAPES)}, got {names!r}")
     return ShapesSpec(names=tuple(names), **params)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from umop_yolo.data.labels import Reporter, Sample, pixel_box_row
+from umop_yolo.errors import UserInputError
 
 
 @dataclass
@@ -40,7 +41,7 @@ def read_list(list_file: Path) -> list[tuple[Path, str]]:
     parents = list_file.resolve().parents
     root = parents[2] if len(parents) > 2 else parents[-1]
     if not (root / "Annotations").is_dir():
-        raise ValueError(f"{list_file}: expected <root>/ImageSets/Main/{list_file.name} beside <root>/Annotations")
+        raise UserInputError(f"{list_file}: expected <root>/ImageSets/Main/{list_file.name} beside <root>/Annotations")
     lines = list_file.read_text(encoding="utf-8-sig").splitlines()
     return [(root, line.split()[0]) for line in lines if line.strip()]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ultralytics.data.utils import IMG_FORMATS
 
 from umop_yolo.data.labels import Reporter, Sample
+from umop_yolo.errors import UserInputError
 
 TOLERANCE = 0.01  # Ultralytics accepts coordinates in [-0.01, 1.01]
 
@@ -69,7 +70,7 @@ def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
     """Check every label row of `images`; bad rows go to `report`, the samples keep the good rows.
 
     A few rows with a class id >= nc are stray labels (warned, skipped); when most rows are, the class list itself is
-    wrong and a ValueError names it.
+    wrong and a UserInputError names it.
     """
     samples = []
     n_rows, beyond = 0, []  # (class id, where) of rows whose class id is >= nc
@@ -96,6 +97,6 @@ def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
                 rows.append(line.strip() + "\n")
         samples.append(Sample(image, rows))
     if 2 * len(beyond) > n_rows:
-        raise ValueError(f"'names' lists {nc} classes but {len(beyond)} of {n_rows} label rows use class ids up to "
+        raise UserInputError(f"'names' lists {nc} classes but {len(beyond)} of {n_rows} label rows use class ids up to "
                          f"{max(c for c, _ in beyond)} (e.g. {beyond[0][1]}): the class list does not match the labels")
     return samples

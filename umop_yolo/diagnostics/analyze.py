@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from umop_yolo.engine.level_stats import level_names
+from umop_yolo.errors import UserInputError
 
 TABLE_CSV = "levels_table.csv"
 
@@ -151,7 +152,7 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     from umop_yolo.settings import check_umop_args
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"batches={batches!r} must be an integer >= 1")
+        raise UserInputError(f"batches={batches!r} must be an integer >= 1")
     cfg = get_cfg(DEFAULT_CFG, args)
     check_umop_args(cfg)
     init_seeds(cfg.seed)

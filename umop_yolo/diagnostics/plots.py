@@ -16,6 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from umop_yolo.errors import InputNotFoundError, UserInputError
+
 MARKERS, DASHES = "os^Dv", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 POS_RATIO_PNG, GAMMA_ALPHA_PNG, CLS_LOSS_PNG = "levels_pos_ratio.png", "levels_gamma_alpha.png", "levels_cls_loss.png"
 LevelRows = dict[str, list[dict[str, float]]]
@@ -131,10 +133,10 @@ def plot_run(run_dir: Path | str) -> list[Path]:
     run_dir = Path(run_dir)
     file = run_dir / "levels.csv"
     if not file.is_file():
-        raise FileNotFoundError(f"{file} not found (written by `umop train`)")
+        raise InputNotFoundError(f"{file} not found (written by `umop train`)")
     levels = read_levels(file)
     if not levels:
-        raise ValueError(f"{file} has no rows")
+        raise UserInputError(f"{file} has no rows")
     steps = int(sum(r["iterations"] for r in next(iter(levels.values()))))
     boxes = [box_from_windows(rows, level) for level, rows in levels.items()]
     written = [

@@ -36,6 +36,7 @@ from ultralytics.utils.torch_utils import intersect_dicts
 
 from umop_yolo.engine.loss import pfl_from_args
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.errors import UserInputError
 from umop_yolo.nn import (
     FPN,
     AnchorGenerator,
@@ -80,7 +81,7 @@ def merged(defaults: dict, given: dict | None, where: str) -> dict:
     out = copy.deepcopy(defaults)
     for key, value in (given or {}).items():
         if key not in defaults:
-            raise ValueError(f"model YAML: unknown key '{where}.{key}' (valid: {', '.join(defaults)})")
+            raise UserInputError(f"model YAML: unknown key '{where}.{key}' (valid: {', '.join(defaults)})")
         out[key] = merged(defaults[key], value, f"{where}.{key}") if isinstance(defaults[key], dict) else value
     return out
 
@@ -89,10 +90,10 @@ def dense_config(cfg: dict) -> dict:
     """The full model config of a dense-detector YAML dict, defaults filled in and keys checked."""
     detector = cfg.get("detector")
     if detector not in DEFAULTS:
-        raise ValueError(f"model YAML: detector={detector!r} must be one of {', '.join(DEFAULTS)}")
+        raise UserInputError(f"model YAML: detector={detector!r} must be one of {', '.join(DEFAULTS)}")
     unknown = set(cfg) - TOP_KEYS
     if unknown:
-        raise ValueError(f"model YAML: unknown top-level key(s) {sorted(unknown)} for detector '{detector}'")
+        raise UserInputError(f"model YAML: unknown top-level key(s) {sorted(unknown)} for detector '{detector}'")
     d = DEFAULTS[detector]
     return {**cfg, "backbone": merged(BACKBONE, cfg.get("backbone"), "backbone"),
             "neck": merged({**NECK, **d["neck"]}, cfg.get("neck"), "neck"),
@@ -224,7 +225,7 @@ class DenseDetectionModel(UmopDetectionModel):
                  verbose: bool = True) -> None:
         nn.Module.__init__(self)  # DetectionModel.__init__ would run parse_model
         if ch != 3:
-            raise ValueError(f"RetinaNet/ATSS take RGB input (ch=3), got ch={ch}")
+            raise UserInputError(f"RetinaNet/ATSS take RGB input (ch=3), got ch={ch}")
         self.yaml = load_model_yaml(cfg)
         self.yaml["channels"] = ch
         if nc and nc != self.yaml.get("nc"):

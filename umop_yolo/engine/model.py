@@ -14,6 +14,7 @@ from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.predictor import CocoDetectionPredictor
 from umop_yolo.engine.tta import predict_augment
 from umop_yolo.engine.validator import CocoDetectionValidator
+from umop_yolo.errors import UserInputError
 
 
 class UmopDetectionModel(DetectionModel):
@@ -59,7 +60,7 @@ class UmopYOLO(Model):
         self, model: str = "yolov8n.yaml", task: str = "detect", verbose: bool = False, trust_checkpoint: bool = False
     ) -> None:
         if not isinstance(trust_checkpoint, bool):
-            raise ValueError(f"trust_checkpoint={trust_checkpoint!r} must be true or false")
+            raise UserInputError(f"trust_checkpoint={trust_checkpoint!r} must be true or false")
         with checkpoint_loading(trust_checkpoint):
             super().__init__(model=model, task=task, verbose=verbose)
         self.trust_checkpoint = trust_checkpoint

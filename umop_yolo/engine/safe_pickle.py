@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import torch
 
+from umop_yolo.errors import UserInputError
+
 TRUSTED_ROOTS = ("umop_yolo", "torch", "torchvision", "ultralytics")
 CALLABLES = frozenset(
     {
@@ -67,7 +69,7 @@ _VALUES = (torch.dtype, torch.layout, torch.memory_format)
 _NO_STATE = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint that cannot be loaded; the message is one line naming the problem."""
 
 

@@ -22,6 +22,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from umop_yolo.errors import UserInputError
+
+
 def step_lr_lambda(steps: Sequence[int], gamma: float = 0.1) -> Callable[[int], float]:
     """LambdaLR factor of 0-based epoch e: gamma ** (number of steps <= e), MMDetection's StepLrUpdater."""
     steps = sorted(int(s) for s in steps)
@@ -32,10 +35,12 @@ def check_schedule(epochs: int, lr_steps: Any, warmup_iters: Any, grad_clip: Any
     """Raise ValueError naming the setting if `lr_steps`, `warmup_iters` or `grad_clip` is malformed."""
     if not isinstance(lr_steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool)
                                                           for s in lr_steps):
-        raise ValueError(f"lr_steps={lr_steps!r} must be a list of epoch numbers, e.g. [8, 11]")
+        raise UserInputError(f"lr_steps={lr_steps!r} must be a list of epoch numbers, e.g. [8, 11]")
     if list(lr_steps) != sorted(set(lr_steps)) or any(not 0 < s < epochs for s in lr_steps):
-        raise ValueError(f"lr_steps={list(lr_steps)} must increase strictly within 1..{epochs - 1} (epochs={epochs})")
+        raise UserInputError(
+            f"lr_steps={list(lr_steps)} must increase strictly within 1..{epochs - 1} (epochs={epochs})"
+        )
     if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
-        raise ValueError(f"warmup_iters={warmup_iters!r} must be an integer >= 0 (0: use warmup_epochs)")
+        raise UserInputError(f"warmup_iters={warmup_iters!r} must be an integer >= 0 (0: use warmup_epochs)")
     if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip < 0:
-        raise ValueError(f"grad_clip={grad_clip!r} must be a number >= 0 (0: no clipping)")
+        raise UserInputError(f"grad_clip={grad_clip!r} must be a number >= 0 (0: no clipping)")

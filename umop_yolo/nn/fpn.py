@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from umop_yolo.errors import UserInputError
+
 EXTRA_SOURCES = ("on_input", "on_output")
 
 
@@ -30,9 +32,9 @@ class FPN(nn.Module):
     ) -> None:
         super().__init__()
         if add_extra_convs not in EXTRA_SOURCES:
-            raise ValueError(f"add_extra_convs={add_extra_convs!r} must be one of {EXTRA_SOURCES}")
+            raise UserInputError(f"add_extra_convs={add_extra_convs!r} must be one of {EXTRA_SOURCES}")
         if num_outs < len(in_channels):
-            raise ValueError(f"num_outs={num_outs} < {len(in_channels)} inputs")
+            raise UserInputError(f"num_outs={num_outs} < {len(in_channels)} inputs")
         self.add_extra_convs, self.relu_before_extra_convs = add_extra_convs, relu_before_extra_convs
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)

@@ -21,6 +21,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from umop_yolo.errors import InputNotFoundError, UserInputError
 from umop_yolo.nn.dcn import ModulatedDeformConv2d
 
 # (depth, groups, base_width) -> (torchvision constructor, its weights enum)
@@ -51,12 +52,12 @@ def pretrained_file(pretrained: str | Path | None, arch: str, weights_enum: str)
     path = Path(pretrained).expanduser()
     if path.suffix or len(path.parts) > 1:  # a file path, not a name
         if not path.is_file():
-            raise FileNotFoundError(f"backbone pretrained weights '{pretrained}' not found")
+            raise InputNotFoundError(f"backbone pretrained weights '{pretrained}' not found")
         return path
     name = "IMAGENET1K_V1" if str(pretrained).lower() == "imagenet" else str(pretrained)
     weights = getattr(getattr(torchvision.models, weights_enum), name, None)
     if weights is None:
-        raise ValueError(f"backbone pretrained='{pretrained}': {weights_enum} has no '{name}' (nor is it a file)")
+        raise UserInputError(f"backbone pretrained='{pretrained}': {weights_enum} has no '{name}' (nor is it a file)")
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     return cached if cached.is_file() else None
 
@@ -80,7 +81,7 @@ class ResNet(nn.Module):
         super().__init__()
         key = (depth, groups, base_width if groups > 1 else 64)
         if key not in ARCHS:
-            raise ValueError(f"unsupported backbone depth={depth} groups={groups} base_width={base_width}; "
+            raise UserInputError(f"unsupported backbone depth={depth} groups={groups} base_width={base_width}; "
                              f"choose one of {sorted(ARCHS)} (depth, groups, base_width)")
         arch, weights_enum = ARCHS[key]
         net = getattr(torchvision.models, arch)(weights=None)
@@ -101,10 +102,10 @@ class ResNet(nn.Module):
 
     def _add_dcn(self, stage: int) -> None:
         if stage not in (2, 3, 4):
-            raise ValueError(f"dcn_stages takes 2, 3, 4 (C3-C5), got {stage}")
+            raise UserInputError(f"dcn_stages takes 2, 3, 4 (C3-C5), got {stage}")
         for block in getattr(self, STAGES[stage - 1]):
             if not isinstance(block, Bottleneck):
-                raise ValueError("DCN needs Bottleneck blocks (ResNet-50 and deeper)")
+                raise UserInputError("DCN needs Bottleneck blocks (ResNet-50 and deeper)")
             block.conv2 = ModulatedDeformConv2d(block.conv2)
 
     def _load_pretrained(self, pretrained: str | None, arch: str, weights_enum: str) -> str | None:
@@ -116,7 +117,7 @@ class ResNet(nn.Module):
         missing, _ = self.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
         missing = [k for k in missing if "conv_offset" not in k]  # DCN offsets are new: they start at zero
         if missing:
-            raise ValueError(f"{file} is not a {arch} checkpoint: missing {missing[:3]}...")
+            raise UserInputError(f"{file} is not a {arch} checkpoint: missing {missing[:3]}...")
         return str(file)
 
     def _frozen_modules(self) -> list[nn.Module]:
