@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +69,68 @@ def check_keys(args: dict, source: str) -> None:
             raise ConfigError(f"unknown key '{key}' in {source}{hint}")
 
 
-def check_values(args: dict[str, Any]) -> None:
-    """Ultralytics' own type and range checks of its keys (`check_cfg`, run again when a mode starts), as one line."""
+def _integer(value: Any, low: int) -> bool:
+    """An integer >= `low` (an integral float such as 1e2 counts, as in Ultralytics' own checks)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= low
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sizes(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) and 0 < len(value) <= 2 else [value]
+
+
+# Values Ultralytics does not check and then changes without a word (imgsz=0 runs at 32, batch=-3 becomes AutoBatch,
+# close_mosaic=-1 never closes mosaic) or that fail deep inside a mode. key -> (valid(value, training), valid values).
+VALUE_RULES: dict[str, tuple[Callable[[Any, bool], bool], str]] = {
+    "imgsz": (lambda v, _: all(_integer(x, 1) for x in _sizes(v)), "a positive integer (or [h, w])"),
+    "batch": (lambda v, training: _integer(v, 1) or (training and _number(v) and (v == -1 or 0 < v < 1)),
+              "an integer >= 1 (train also takes -1 for AutoBatch, or a fraction in (0, 1) of GPU memory)"),
+    "workers": (lambda v, _: _integer(v, 0), "an integer >= 0"),
+    "close_mosaic": (lambda v, _: _integer(v, 0), "an integer >= 0 (0: mosaic to the end)"),
+    "warmup_epochs": (lambda v, _: _number(v) and v >= 0, "a number >= 0"),
+    "time": (lambda v, _: v is None or (_number(v) and v > 0), "a number of hours > 0"),
+    **{gain: (lambda v, _: _number(v) and v >= 0, "a loss gain >= 0") for gain in ("box", "cls", "dfl")},
+}
+
+
+def check_device(device: Any) -> None:
+    """`device` names CUDA indices this machine has (as Ultralytics' `select_device` parses it), cpu, mps or auto."""
+    if device is None or not isinstance(device, (str, int, list, tuple)) or isinstance(device, bool):
+        return  # None: auto; a torch.device is Ultralytics' to check
+    text = str(device).lower()
+    for noise in ("cuda:", "(", ")", "[", "]", "'", " "):
+        text = text.replace(noise, "")
+    if text in {"", "cpu", "mps", "mps:0", "cuda"} or text.startswith(("npu", "xpu", "tpu", "intel", "vulkan")):
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "").split(",")[:count]  # physical ids, too
+    for index in text.split(","):
+        if index == "-1" or (index.isdigit() and (int(index) < count or index in visible)):
+            continue
+        if index.isdigit():
+            raise UserInputError(f"device={device}: torch sees {count} CUDA device(s) here (torch.cuda.device_count()),"
+                                 " use device=cpu or an index below that count")
+        raise UserInputError(f"device={device!r} must be cpu, mps, or CUDA indices such as 0 or 0,1 (-1: an idle GPU)")
+
+
+def check_values(args: dict[str, Any], training: bool) -> None:
+    """Refuse bad values in one line before a mode starts: Ultralytics' own type and range checks (`check_cfg`, run
+    again when the mode starts), then `VALUE_RULES` and the device. `training`: train-only values are valid."""
     from ultralytics.cfg import check_cfg
 
     try:
         check_cfg(dict(args))
     except (TypeError, ValueError) as e:  # check_cfg validates only: every error it raises is about a value given
         raise UserInputError(str(e)) from None
+    for key, (valid, what) in VALUE_RULES.items():
+        if key in args and not valid(args[key], training):
+            raise UserInputError(f"{key}={args[key]!r} must be {what}")
+    check_device(args.get("device"))
 
 
 def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +142,6 @@ def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any
         check_keys(args, str(path))
     check_keys(overrides, "the command line")
     args.update(overrides)
-    check_values(args)
     if "model" in args:
         args["model"] = resolve_model(args["model"])
     return args

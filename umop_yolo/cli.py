@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, experiment_args
+from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, check_values, experiment_args
 from umop_yolo.errors import UserInputError
 
 USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
@@ -116,6 +116,7 @@ def run(mode: str, argv: list[str]) -> Any:
     default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
     cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
     args = experiment_args(cfg, overrides)
+    check_values(args, training=mode in {"train", "ablate"})
     if mode in {"train", "val", "predict", "analyze"} and not overrides.get("resume"):
         args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
     return MODES[mode]({**args, **own})

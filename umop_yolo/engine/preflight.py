@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from umop_yolo.cfg import ConfigError
+from umop_yolo.cfg import ConfigError, check_values
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.checkpoint import CheckpointError, load_file
 from umop_yolo.settings import UMOP_DEFAULTS, check_umop_args
@@ -72,11 +72,12 @@ def check_model_yaml(model: str) -> None:
 
 
 def check_train_inputs(args: dict[str, Any], trusted: bool) -> dict[str, Any]:
-    """Validate checkpoint, model YAML and data of a training run; returns overrides to use instead.
+    """Validate values, checkpoint, model YAML and data of a training run; returns overrides to use instead.
 
     Returned keys: `resume` (the checkpoint path, also for `resume=true model=PATH`), `data` (the resolved data
     YAML, which Ultralytics then uses as is).
     """
+    check_values(args, training=True)
     updates: dict[str, Any] = {}
     if args.get("resume"):
         path = resume_path(args)
