@@ -180,3 +180,22 @@ def test_invalid_settings_name_the_bad_value():
         ProgressiveFocalLoss(statistic="median")
     with pytest.raises(ValueError, match="reduction"):
         ProgressiveFocalLoss(reduction="max")
+
+
+@pytest.mark.parametrize("form", ["varifocal", "negatives"])
+def test_bce_positive_forms_follow_their_definitions(form):
+    """varifocal: positives t BCE(p, t), negatives alpha p^gamma BCE(p, 0); negatives: positives BCE(p, t), negatives
+    (1 - alpha) p^gamma BCE(p, 0). (The single-label closed form is checked against this in test_pfl_single_label.)"""
+    x = torch.tensor([[-1.0, 0.5, 2.0], [0.3, -2.0, 1.0]], requires_grad=True)
+    t = torch.tensor([[0.0, 0.4, 0.0], [0.0, 0.0, 1.0]])
+    gamma, alpha = 1.5, 0.3
+    p = x.detach().sigmoid()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x.detach(), t, reduction="none")
+    pos_weight = t if form == "varifocal" else torch.ones_like(t)
+    neg_weight = alpha if form == "varifocal" else 1 - alpha
+    want = torch.where(t > 0, pos_weight * bce, neg_weight * p**gamma * bce)
+    got = focal_loss(x, t, gamma, alpha, form)
+    torch.testing.assert_close(got.detach(), want)
+    assert float(got[0, 1]) == pytest.approx(float(pos_weight[0, 1] * bce[0, 1]))  # a soft positive keeps its BCE signal
+    with pytest.raises(ValueError, match="form='vfl'"):
+        ProgressiveFocalLoss(form="vfl")

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from umop_yolo.pfl import REDUCTIONS, STATISTICS, ProgressiveFocalLoss
+from umop_yolo.pfl import FORMS, REDUCTIONS, STATISTICS, ProgressiveFocalLoss
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -32,7 +32,7 @@ def single_label_levels(draw):
 
 configs = st.fixed_dictionaries({
     "gamma": st.floats(0.5, 4.0), "frac": st.floats(0.0, 0.9), "statistic": st.sampled_from(STATISTICS),
-    "reduction": st.sampled_from(REDUCTIONS), "levelwise": st.booleans()})
+    "reduction": st.sampled_from(REDUCTIONS), "levelwise": st.booleans(), "form": st.sampled_from(FORMS)})
 
 
 def both_paths(logits, targets, dtype=torch.float32, scale=None, **cfg):

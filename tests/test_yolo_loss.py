@@ -55,6 +55,15 @@ def test_umop_true_replaces_only_the_classification_term():
     assert all(torch.isfinite(p.grad).all() for p in ours.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("form", ["varifocal", "negatives"])
+def test_pfl_form_setting_reaches_the_yolo_criterion(form):
+    _, focal = model_pair(umop=True)
+    _, other = model_pair(umop=True, pfl_form=form)
+    (l_focal, _), (l_other, _) = focal.loss(batch()), other.loss(batch())
+    assert other.criterion.bce.pfl.form == form and focal.criterion.bce.pfl.form == "focal"
+    assert torch.equal(l_focal[0], l_other[0]) and not torch.equal(l_focal[1], l_other[1])  # only cls differs
+
+
 def test_level_split_follows_the_head_strides():
     _, ours = model_pair(umop=True)
     ours.loss(batch())

@@ -15,6 +15,12 @@ instead of 0/1 labels. We use the quality-focal generalisation of Eq. (3)
 which is exactly Eq. (3) for t in {0, 1} and, for soft t, is minimised at p = t. Likewise the statistic C_l measures
 each positive against its own target: "p" becomes p / t (capped at 1), so a positive that has reached its IoU-aware
 score counts as learned. For 0/1 targets both statistics are exactly the paper's / the released code's.
+
+Forms (`form`), each with the level's (gamma_l, alpha_l) of Eq. (4)-(5); negatives are the entries with t = 0:
+    focal      alpha_t |t - p|^gamma BCE(p, t)                                  (the above; Eq. 3 for 0/1 targets)
+    varifocal  positives t BCE(p, t); negatives alpha p^gamma BCE(p, 0)         (VarifocalNet's asymmetric form)
+    negatives  positives BCE(p, t);   negatives (1 - alpha) p^gamma BCE(p, 0)   (Eq. 3's negative term on stock BCE)
+The last two keep BCE's positive signal, which the focal modulator |t - p|^gamma weakens on small soft targets.
 """
 
 from __future__ import annotations
@@ -26,32 +32,53 @@ from torch import Tensor
 from umop_yolo.errors import UserInputError
 
 STATISTICS = ("released", "paper")
+FORMS = ("focal", "varifocal", "negatives")
 REDUCTIONS = ("sum", "mean")
 _TINY = 1e-12  # keeps |t - p| ** gamma differentiable at p == t for any gamma > 0
 
 
-def focal_loss(logits: Tensor, targets: Tensor, gamma: Tensor | float, alpha: Tensor | float) -> Tensor:
-    """Elementwise sigmoid focal loss, Eq. (3), for 0/1 or soft targets; computed in fp32."""
+def _negative_weight(alpha: Tensor | float, form: str) -> Tensor | float:
+    """The factor before p^gamma BCE(p, 0) on negatives: 1 - alpha (focal, negatives) or alpha (varifocal)."""
+    return alpha if form == "varifocal" else 1.0 - alpha
+
+
+def focal_loss(logits: Tensor, targets: Tensor, gamma: Tensor | float, alpha: Tensor | float,
+               form: str = "focal") -> Tensor:
+    """Elementwise sigmoid focal loss, Eq. (3), for 0/1 or soft targets, in one of the `FORMS`; computed in fp32."""
     x, t = logits.float(), targets.float()
     p = x.sigmoid()
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    modulator = (t - p).abs().clamp_min(_TINY).pow(gamma)
-    alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
-    return alpha_t * modulator * bce
+    if form == "focal":
+        modulator = (t - p).abs().clamp_min(_TINY).pow(gamma)
+        alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
+        return alpha_t * modulator * bce
+    positive = t * bce if form == "varifocal" else bce
+    negative = _negative_weight(alpha, form) * p.clamp_min(_TINY).pow(gamma) * bce
+    return torch.where(t > 0, positive, negative)
 
 
-def _focal_and_grad(x: Tensor, t: Tensor, gamma: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """`focal_loss` (fp32 x, t) and its derivative in x, in closed form: alpha_t (|d|^gamma (p - t) + gamma
-    |d|^(gamma - 1) sign(d) p (1 - p) BCE), d = p - t (0 where |d| is below the clamp, as autograd's)."""
+def _entry_loss_and_grad(x: Tensor, t: Tensor, gamma: Tensor, alpha: Tensor, form: str) -> tuple[Tensor, Tensor]:
+    """`focal_loss` (fp32 x, t) and its derivative in x, in closed form.
+
+    focal: alpha_t (|d|^gamma (p - t) + gamma |d|^(gamma - 1) sign(d) p (1 - p) BCE), d = p - t (0 where |d| is below
+    the clamp, as autograd's). Other forms: positives c (p - t) with c = t (varifocal) or 1 (negatives); negatives
+    a p^gamma (p + gamma (1 - p) BCE), a = `_negative_weight`.
+    """
     p = x.sigmoid()
     d = p - t
-    a = d.abs()
-    clamped = a.clamp_min(_TINY)
-    mod = clamped.pow(gamma)
     bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
-    slope = torch.where(a >= _TINY, gamma * mod / clamped * d.sign(), 0.0) * p * (1 - p)
-    return alpha_t * mod * bce, alpha_t * (mod * d + slope * bce)
+    if form == "focal":
+        a = d.abs()
+        clamped = a.clamp_min(_TINY)
+        mod = clamped.pow(gamma)
+        alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
+        slope = torch.where(a >= _TINY, gamma * mod / clamped * d.sign(), 0.0) * p * (1 - p)
+        return alpha_t * mod * bce, alpha_t * (mod * d + slope * bce)
+    c = t if form == "varifocal" else torch.ones_like(t)
+    weight = _negative_weight(alpha, form) * p.clamp_min(_TINY).pow(gamma)
+    pos = t > 0
+    return (torch.where(pos, c * bce, weight * bce),
+            torch.where(pos, c * d, weight * (p + gamma * (1 - p) * bce)))
 
 
 class _SingleLabelFocal(torch.autograd.Function):
@@ -59,22 +86,24 @@ class _SingleLabelFocal(torch.autograd.Function):
     the forward pass.
 
     Every entry is first scored as a negative (t = 0): loss w softplus(x), gradient w (p + gamma softplus(x) (1 - p)),
-    w = scale (1 - alpha) p^gamma, from one sigmoid, log and exp over the dense tensor (all vectorised; no log1p or
-    fractional pow there) and four temporaries. The one entry per row that may be positive is then overwritten with
-    the general form (`_focal_and_grad`). Backward is one multiply.
+    w = scale a p^gamma (a = `_negative_weight`), from one sigmoid, log and exp over the dense tensor (all vectorised;
+    no log1p or fractional pow there) and four temporaries. The one entry per row that may be positive is then
+    overwritten with the general form (`_entry_loss_and_grad`). Backward is one multiply.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, t: Tensor, index: Tensor, gamma: Tensor, alpha: Tensor, scale: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, t: Tensor, index: Tensor, gamma: Tensor, alpha: Tensor, scale: Tensor,
+                form: str) -> Tensor:
         log_p = x.abs().sigmoid_().log_()  # log sigmoid(|x|), in [-log 2, 0]
         softplus = x.clamp_min(0).sub_(log_p)  # -log(1 - p), stable for any x
         torch.sub(x, softplus, out=log_p)  # log p
         grad = log_p.exp()  # p
-        weight = torch.addcmul(((1 - alpha) * scale).log(), log_p, gamma, out=log_p).exp_()  # scale (1 - alpha) p^gamma
+        negative = _negative_weight(alpha, form) * scale
+        weight = torch.addcmul(negative.log(), log_p, gamma, out=log_p).exp_()  # scale a p^gamma
         loss = weight * softplus
         softplus.addcmul_(grad, softplus, value=-1)  # softplus (1 - p), finite for any x
         grad.addcmul_(softplus, gamma).mul_(weight)
-        loss_i, grad_i = _focal_and_grad(x.gather(-1, index), t.gather(-1, index), gamma, alpha)
+        loss_i, grad_i = _entry_loss_and_grad(x.gather(-1, index), t.gather(-1, index), gamma, alpha, form)
         loss.scatter_(-1, index, loss_i.mul_(scale))
         ctx.save_for_backward(grad.scatter_(-1, index, grad_i.mul_(scale)))
         return loss
@@ -82,7 +111,7 @@ class _SingleLabelFocal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
-        return grad_out * grad, None, None, None, None, None
+        return grad_out * grad, None, None, None, None, None, None
 
 
 def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released") -> tuple[Tensor, Tensor]:
@@ -118,6 +147,7 @@ class ProgressiveFocalLoss:
             targets do). Same values, computed with far less work: the statistic from each row's largest target
             only, the loss in closed form with its gradient in one pass (`_SingleLabelFocal`). Multi-label
             targets need False (the default), which evaluates `focal_loss` with autograd on every entry.
+        form: "focal" (Eq. 3, the default), "varifocal" or "negatives": see the module docstring.
     """
 
     def __init__(
@@ -129,6 +159,7 @@ class ProgressiveFocalLoss:
         reduction: str = "sum",
         levelwise: bool = True,
         single_label: bool = False,
+        form: str = "focal",
     ) -> None:
         if gamma <= 0 or not 0 <= delta < gamma or w <= 0:
             raise UserInputError(f"need gamma > 0, 0 <= delta < gamma, w > 0; got gamma={gamma}, delta={delta}, w={w}")
@@ -136,9 +167,11 @@ class ProgressiveFocalLoss:
             raise UserInputError(f"statistic={statistic!r} must be one of {STATISTICS}")
         if reduction not in REDUCTIONS:
             raise UserInputError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
+        if form not in FORMS:
+            raise UserInputError(f"form={form!r} must be one of {FORMS}")
         self.gamma, self.delta, self.w = float(gamma), float(delta), float(w)
         self.statistic, self.reduction, self.levelwise = statistic, reduction, levelwise
-        self.single_label = single_label
+        self.single_label, self.form = single_label, form
 
     def level_params(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """gamma_l, alpha_l and C_l per level, each (L,) fp32 and detached (Eq. 4, 5). No host sync."""
@@ -177,11 +210,11 @@ class ProgressiveFocalLoss:
             top_targets = [v for v, _ in picked]
             gamma, alpha, c = self.level_params([x.gather(-1, i) for x, (_, i) in zip(logits, picked)], top_targets)
             factors = [1.0] * len(logits) if scale is None else scale.detach()
-            losses = [_SingleLabelFocal.apply(x.float(), t.float(), i, gamma[k], alpha[k], factors[k])
+            losses = [_SingleLabelFocal.apply(x.float(), t.float(), i, gamma[k], alpha[k], factors[k], self.form)
                       for k, (x, t, (_, i)) in enumerate(zip(logits, targets, picked))]
         else:
             gamma, alpha, c = self.level_params(logits, targets)
-            losses = [focal_loss(x, t, gamma[k], alpha[k]) for k, (x, t) in enumerate(zip(logits, targets))]
+            losses = [focal_loss(x, t, gamma[k], alpha[k], self.form) for k, (x, t) in enumerate(zip(logits, targets))]
             if scale is not None:
                 losses = [x * f for x, f in zip(losses, scale.detach())]
             top_targets = targets

@@ -26,6 +26,7 @@ def pfl_from_args(args: Any) -> ProgressiveFocalLoss:
         statistic=args.pfl_statistic,
         reduction=args.lrp_reduction,
         levelwise=args.lrp,
+        form=args.pfl_form,
         single_label=True,  # TaskAlignedAssigner, MaxIoU and ATSS targets: one class per anchor
     )
 
