@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from umop_yolo.errors import UserInputError
+from umop_yolo.pfl import FORMS, REDUCTIONS, STATISTICS
 
 # key: (default, help). Types and ranges are checked by `check_umop_args`.
 UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
@@ -19,6 +20,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_delta": (0.5, "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
     "pfl_w": (0.5, "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
     "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
+    "pfl_form": ("focal", "loss form with (gamma_l, alpha_l): 'focal' = Eq. 3 (quality focal on soft targets), "
+                          "'varifocal' = t BCE on positives, 'negatives' = stock BCE with focal negatives"),
     "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
     "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
     "lr_steps": ([], "epochs (0-based) at which lr is multiplied by 0.1, e.g. [8, 11]; [] = Ultralytics' lrf/cos_lr"),
@@ -30,7 +33,7 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
                                 "trust; by default only model layers and plain data are loaded"),
 }
 UMOP_DEFAULTS = {k: v[0] for k, v in UMOP_SETTINGS.items()}
-CHOICES = {"pfl_statistic": ("released", "paper"), "lrp_reduction": ("sum", "mean")}
+CHOICES = {"pfl_statistic": STATISTICS, "lrp_reduction": REDUCTIONS, "pfl_form": FORMS}  # owned by the core
 
 
 def register() -> None:
