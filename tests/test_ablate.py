@@ -7,7 +7,7 @@ import pytest
 
 from conftest import tiny_train_args
 from umop_yolo.ablate.report import ci_cell, paired, summarize, table_markdown
-from umop_yolo.ablate.runner import VARIANTS, parse_seeds, parse_variant_overrides, parse_variants
+from umop_yolo.ablate.runner import VARIANTS, parse_seeds, parse_variant_overrides, parse_variants, switches
 from umop_yolo.ablate.stats import epochs_to_reach, mean_curve, mean_std, paired_difference, student_t_quantile
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.cfg import CFG_DIR, ConfigError, load_yaml
@@ -76,6 +76,11 @@ def test_table_has_a_paired_ci_column_for_every_variant_but_the_baseline():
 def test_seeds_and_variants_are_checked():
     assert parse_seeds(3) == [0, 1, 2] and parse_seeds((4, 7)) == [4, 7]
     assert parse_variants("pfl+lrp,baseline") == ["pfl+lrp", "baseline"]
+    assert parse_variants("baseline,pfl+lrp,pfl+lrp@vfl") == ["baseline", "pfl+lrp", "pfl+lrp@vfl"]
+    assert switches("pfl+lrp@vfl") == {"umop": True, "lrp": True} and switches("pfl@x") == VARIANTS["pfl"]
+    for bad in ("focal@x", "pfl+lrp@", "pfl+lrp@a/b", "pfl@x,pfl@x"):
+        with pytest.raises(ConfigError, match="variants"):
+            parse_variants(bad)
     for bad in (0, True, (1, 1), "3"):
         with pytest.raises(ConfigError, match="seeds"):
             parse_seeds(bad)
@@ -87,6 +92,9 @@ def test_variant_overrides_are_taken_out_and_checked():
     args = {"epochs": 3, "baseline:cls": 0.5, "pfl:pfl_delta": 0.3}
     assert parse_variant_overrides(args, ["baseline", "pfl"]) == {"baseline": {"cls": 0.5}, "pfl": {"pfl_delta": 0.3}}
     assert args == {"epochs": 3}
+    labelled = {"pfl+lrp@vfl:pfl_form": "varifocal", "pfl+lrp@vfl:cls": 1.0}
+    assert parse_variant_overrides(labelled, ["pfl+lrp", "pfl+lrp@vfl"]) == {
+        "pfl+lrp": {}, "pfl+lrp@vfl": {"pfl_form": "varifocal", "cls": 1.0}}
     for bad, match in (({"pfl+lrp:cls": 1.0}, "not one of the variants"), ({"pfl:umop": True}, "set by umop ablate"),
                        ({"pfl:clss": 1.0}, "closest valid key: 'cls'")):
         with pytest.raises(ConfigError, match=match):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +59,18 @@ class Run:
         return {m: last.get(COLUMN[m], math.nan) for m in METRICS}
 
 
+def switches(variant: str) -> dict[str, bool]:
+    """The UMOP switches of a variant: `pfl+lrp`, or a labelled copy such as `pfl+lrp@vfl` (its own settings then
+    come from `pfl+lrp@vfl:key=value`), which lets one ablation compare several designs against one baseline."""
+    return VARIANTS[variant.split("@", 1)[0]]
+
+
 def parse_variants(value: Any) -> list[str]:
-    """`baseline,pfl,pfl+lrp` (a string or a sequence) -> known variant names, in the given order."""
+    """`baseline,pfl,pfl+lrp,pfl+lrp@label` (a string or a sequence) -> variant names, in the given order."""
     names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ConfigError(f"variants={value!r}: need distinct names from {', '.join(VARIANTS)}")
+    known = [re.fullmatch(rf"({'|'.join(map(re.escape, VARIANTS))})(@[\w+.-]+)?", v) for v in names]
+    if not all(known) or not names or len(set(names)) != len(names):
+        raise ConfigError(f"variants={value!r}: need distinct names from {', '.join(VARIANTS)}, or NAME@LABEL copies")
     return names
 
 
@@ -157,7 +164,7 @@ def run_ablation(args: dict[str, Any]) -> Path:
         state = "done, reusing" if run.finished(epochs) else "training"
         print(f"umop ablate: [{i}/{len(runs)}] {run.dir.name}: {state}", flush=True)
         if not run.finished(epochs):
-            train_run(run, {**common, **VARIANTS[run.variant], **own[run.variant]}, epochs)
+            train_run(run, {**common, **switches(run.variant), **own[run.variant]}, epochs)
     report(out, runs, common, own, epochs)
     print(f"umop ablate: results in {out}", flush=True)
     return out
@@ -173,4 +180,4 @@ def report(out: Path, runs: list[Run], common: dict[str, Any], own: dict[str, di
     per_variant = "; ".join(f"{v}: " + ", ".join(f"{k}={x}" for k, x in o.items()) for v, o in own.items() if o)
     footer = [f"{epochs} epochs. Shared settings: {shared}"
               + (f". Variants' own settings (replacing the shared ones): {per_variant}" if per_variant else "")]
-    write_report(out, finals, curves, f"{model} on {data}", own, {v: VARIANTS[v] for v in variants}, footer)
+    write_report(out, finals, curves, f"{model} on {data}", own, {v: switches(v) for v in variants}, footer)
