@@ -9,7 +9,8 @@ unpickles with `safe_pickle` unless the file is trusted (`trust_checkpoint=true`
 
 Writing. `atomic_weights()` lets Ultralytics write `last.pt`, `best.pt` and `epochN.pt` into a hidden folder next to
 them and then moves each file over its final name with `os.replace`, so a crash at any moment leaves either the old or
-the new complete file.
+the new complete file. A save removes only its own folder; folders of killed processes are removed by
+`remove_leftovers` when the next training has locked the run directory (`run_lock`), so no live save is touched.
 """
 
 from __future__ import annotations
@@ -156,13 +157,10 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     """Point `trainer.wdir/last/best` at a hidden folder inside `wdir`; on success move every file written there.
 
     `copy_existing` starts the folder with copies of last.pt and best.pt, for steps that rewrite them in place
-    (Ultralytics' final `strip_optimizer`). On an exception nothing is moved; a folder left by a killed process is
-    removed the next time.
+    (Ultralytics' final `strip_optimizer`). On an exception nothing is moved. Only this call's folder is removed.
     """
     wdir, last, best = trainer.wdir, trainer.last, trainer.best
     wdir.mkdir(parents=True, exist_ok=True)
-    for stale in wdir.glob(f"{PARTIAL_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
     try:
         if copy_existing:
@@ -176,6 +174,19 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     finally:
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Remove the temporary files and folders (`.partial-*`) that killed processes left in a run directory.
+
+    Call only while holding the run directory's lock: then no live process is writing them.
+    """
+    for folder in (run_dir, run_dir / "weights"):
+        for stale in folder.glob(f"{PARTIAL_PREFIX}*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def trim_results(csv: Path, epochs: int) -> None:

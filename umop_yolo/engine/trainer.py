@@ -7,16 +7,17 @@ from typing import Any
 
 import torch
 from torch import optim
-from ultralytics.cfg import cfg2dict
+from ultralytics.cfg import cfg2dict, get_save_dir
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, trim_results
+from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, remove_leftovers, trim_results
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
+from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.schedule import step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
@@ -55,8 +56,13 @@ class UmopTrainer(DetectionTrainer):
         check_umop_args(args)  # before any run directory is created, and before an existing one is touched:
         self.trust_checkpoint = args.get("trust_checkpoint", False)
         overrides = {**(overrides or {}), **check_train_inputs(args, self.trust_checkpoint)}
-        with checkpoint_loading(self.trust_checkpoint):  # Ultralytics reads the resume checkpoint in here
-            super().__init__(cfg, overrides, _callbacks)
+        self.run_lock: RunLock | None = None  # taken in check_resume(), held until train() ends
+        try:
+            with checkpoint_loading(self.trust_checkpoint):  # Ultralytics reads the resume checkpoint in here
+                super().__init__(cfg, overrides, _callbacks)
+        except BaseException:
+            self.release_run_dir()
+            raise
         self.args.trust_checkpoint = self.trust_checkpoint  # this command's choice, not the resumed run's
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
@@ -64,6 +70,24 @@ class UmopTrainer(DetectionTrainer):
         for event, callback in LEVEL_CALLBACKS.items():
             if callback not in self.callbacks[event]:  # DDP workers receive ours pickled
                 self.add_callback(event, callback)
+
+    def check_resume(self, overrides: dict) -> None:
+        """Ultralytics' resume check, then lock the run directory and clear what killed runs left in it.
+
+        This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
+        checkpoint), and the last point before it writes args.yaml and deletes results.csv there. Only the process
+        that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
+        """
+        super().check_resume(overrides)
+        if RANK in {-1, 0}:
+            self.args.save_dir = str(get_save_dir(self.args))  # BaseTrainer then uses this directory as is
+            self.run_lock = RunLock(self.args.save_dir).acquire()
+            remove_leftovers(self.run_lock.run_dir)
+
+    def release_run_dir(self) -> None:
+        """Let another training use the run directory."""
+        if self.run_lock is not None:
+            self.run_lock.release()
 
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
@@ -111,9 +135,15 @@ class UmopTrainer(DetectionTrainer):
         super().save_metrics({**metrics, **self.level_recorder.end_epoch()})
 
     def train(self) -> None:
-        """Ultralytics' training; every checkpoint it reads (weights, resume, final validation) is loaded restricted."""
-        with checkpoint_loading(self.trust_checkpoint):
-            super().train()
+        """Ultralytics' training, holding the run directory's lock; every checkpoint it reads (weights, resume, final
+        validation) is loaded restricted."""
+        try:
+            if self.ddp:  # the workers' rank 0 locks the directory (Ultralytics' launcher deletes it first)
+                self.release_run_dir()
+            with checkpoint_loading(self.trust_checkpoint):
+                super().train()
+        finally:
+            self.release_run_dir()
 
     def save_model(self) -> bool:
         """Ultralytics' checkpoints, written atomically: a crash leaves the previous or the new file, never a part."""

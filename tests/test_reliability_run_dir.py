@@ -1,0 +1,92 @@
+"""One training per run directory: a second training into a locked run stops in one line and changes nothing; a lock
+of a killed process does not block; a save removes only its own temporary folder."""
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import tiny_train_args
+from umop_yolo.cli import main
+from umop_yolo.engine.checkpoint import PARTIAL_PREFIX, atomic_weights
+from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
+
+HOLD_LOCK = """
+import sys, time
+from umop_yolo.engine.run_lock import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every folder (None) under `folder`, by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that holds a run directory's lock (it sleeps until killed); kill it at the end."""
+    procs = []
+
+    def start(run_dir: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_run_lock_admits_one_holder_at_a_time(tmp_path):
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunDirectoryInUseError, match="in use by another training"):
+            RunLock(tmp_path / "run").acquire()
+    with RunLock(tmp_path / "run"):  # released on exit
+        pass
+
+
+def test_second_training_into_a_locked_run_stops_in_one_line_and_leaves_it_byte_identical(
+        tiny_shapes, tmp_path, lock_holder, capsys):
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "args.yaml").write_text("epochs: 3\n")
+    (run / "results.csv").write_text("epoch,time\n1,1.0\n")
+    (run / "weights" / "last.pt").write_bytes(b"the first training's weights")
+    lock_holder(run)  # the first training, still running
+    before = snapshot(run)
+
+    assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, exist_ok=True)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("umop: error: run directory") and "in use" in err[0]
+    assert snapshot(run) == before
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path / "run")
+    with pytest.raises(RunDirectoryInUseError):
+        RunLock(tmp_path / "run").acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with RunLock(tmp_path / "run"):
+        pass
+
+
+def test_a_save_removes_only_its_own_temporary_folder(tmp_path):
+    wdir = tmp_path / "weights"
+    live = wdir / f"{PARTIAL_PREFIX}another-process"  # another save in progress
+    live.mkdir(parents=True)
+    (live / "last.pt").write_bytes(b"half written")
+    trainer = SimpleNamespace(wdir=wdir, last=wdir / "last.pt", best=wdir / "best.pt")
+    with atomic_weights(trainer):
+        trainer.last.write_bytes(b"new last")
+    assert (live / "last.pt").read_bytes() == b"half written"
+    assert sorted(p.name for p in wdir.iterdir()) == [live.name, "last.pt"]
