@@ -67,12 +67,14 @@ def test_coco_yaml_round_trip(tmp_path, warnings_seen):
     assert resolved["names"] == {0: "one", 1: "three", 2: "seven"}  # class i = i-th smallest category id
     assert resolved["val_json"] == str(tmp_path / "src" / "ann" / "val.json")
     labels = read_labels(out, "train")
-    assert labels == {
-        "000000000001": [[2, 0.2, 0.2, 0.2, 0.2], [0, 0.95, 0.9, 0.1, 0.2]],
-        "000000000002": [[1, 0.5, 0.25, 1.0, 0.5]],
+    assert labels == {  # the images keep their own names
+        "a": [[2, 0.2, 0.2, 0.2, 0.2], [0, 0.95, 0.9, 0.1, 0.2]],
+        "b": [[1, 0.5, 0.25, 1.0, 0.5]],
     }
-    image = Path(check_det_dataset(str(out))["train"]) / "000000000002.png"
+    image = Path(check_det_dataset(str(out))["train"]) / "b.png"
     assert image.is_symlink() and image.resolve() == tmp_path / "src" / "imgs" / "sub" / "b.png"
+    ids = json.loads(Path(resolved["train_image_ids"]).read_text())
+    assert ids == {"images/train/a.jpg": 1, "images/train/b.png": 2}  # mirror image -> JSON image id
     train_json = tmp_path / "src" / "ann" / "train.json"
     for expected in [
         f"{train_json}: annotation id 13: unknown category_id 99",

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from umop_yolo.eval.coco_eval import evaluate_boxes
-from umop_yolo.eval.coco_gt import (
-    cached_yolo_gt,
-    contiguous_category_ids,
-    image_ids_by_name,
-    labels_key,
-    yolo_image_ids,
-    yolo_to_coco,
-)
+from umop_yolo.eval.coco_gt import cached_yolo_gt, contiguous_category_ids, labels_key, yolo_images, yolo_to_coco
+from umop_yolo.eval.coco_json import CocoTarget
 from umop_yolo.eval.report import csv_table, markdown_table
 
 NAMES = {0: "cat", 1: "dog"}
@@ -64,8 +58,9 @@ def test_ground_truth_does_not_depend_on_dataset_order(tmp_path):
     backward = forward[::-1]
     assert yolo_to_coco(backward, NAMES) == yolo_to_coco(forward, NAMES)
     assert labels_key(backward, NAMES) == labels_key(forward, NAMES)
-    ids = yolo_image_ids([lb["im_file"] for lb in backward])
-    assert ids == {img["im_file"]: i for i, img in enumerate(forward, 1)}
+    images = yolo_images([lb["im_file"] for lb in backward])
+    assert {f: image["id"] for f, image in images.items()} == {img["im_file"]: i for i, img in enumerate(forward, 1)}
+    assert [image["file_name"] for image in images.values()] == ["a.png", "sub/b.png"]
 
 
 def test_cache_beside_labels_is_reused_until_a_label_or_image_changes(tmp_path):
@@ -99,13 +94,22 @@ def test_read_only_label_folder_uses_the_cache_dir(tmp_path):
     assert not os.listdir(folder)
 
 
-def test_category_and_image_mapping():
+def test_category_and_image_mapping(tmp_path):
     instances = {
-        "images": [{"id": 42, "file_name": "val2017/a.jpg"}, {"id": 7, "file_name": "c.jpg"}],
+        "images": [{"id": 42, "file_name": "val2017/a.jpg"}, {"id": 7, "file_name": "c.jpg"},
+                   {"id": "s", "file_name": "sub/d.jpg"}, {"id": 9, "file_name": "other/d.jpg"},
+                   {"id": 5, "file_name": "x/e.jpg"}, {"id": 6, "file_name": "y/e.jpg"}],
         "categories": [{"id": 90}, {"id": 1}, {"id": 13}],
     }
     assert contiguous_category_ids(instances) == [1, 13, 90]
-    assert image_ids_by_name(instances, ["/x/images/a.jpg", "/x/images/b.jpg"]) == {"/x/images/a.jpg": 42}
+    target = CocoTarget(tmp_path / "val.json", instances)
+    files = ["/x/images/a.jpg", "/x/images/b.jpg", "/x/sub/d.jpg", "/x/other/d.jpg", "/x/z/e.jpg"]
+    matched = {f: image["id"] for f, image in target.match(files).items()}
+    # the longest shared trailing path decides; b.jpg is not in the JSON and z/e.jpg could be either e.jpg
+    assert matched == {"/x/images/a.jpg": 42, "/x/sub/d.jpg": "s", "/x/other/d.jpg": 9}
+    mapped = CocoTarget(tmp_path / "val.json", instances, tmp_path, {"images/val/d.jpg": 9, "images/val/e_4.jpg": 6})
+    assert mapped.entry(str(tmp_path / "images" / "val" / "d.jpg"))["id"] == 9  # the converter's map wins
+    assert mapped.entry(str(tmp_path / "images" / "val" / "e_4.jpg"))["file_name"] == "y/e.jpg"
 
 
 def test_perfect_detections_score_one_and_inputs_are_untouched(tmp_path):
@@ -119,6 +123,13 @@ def test_perfect_detections_score_one_and_inputs_are_untouched(tmp_path):
     assert scores.per_class[1] == pytest.approx([1, 1, 1, 1, -1, -1], abs=1e-12)
     assert "Average Precision" in scores.summary
     assert gt == gt_before and detections == det_before
+
+
+def test_ground_truth_without_area_and_iscrowd_is_scored(tmp_path):
+    gt = yolo_to_coco(labels(tmp_path), NAMES)
+    bare = {**gt, "annotations": [{k: v for k, v in a.items() if k not in {"area", "iscrowd"}}
+                                  for a in gt["annotations"]]}
+    assert evaluate_boxes(bare, detections_from(gt)).stats == evaluate_boxes(gt, detections_from(gt)).stats
 
 
 def test_class_agnostic_evaluation_and_empty_detections(tmp_path):

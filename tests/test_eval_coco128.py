@@ -83,7 +83,7 @@ def test_official_json_numbers_equal_standalone_pycocotools(tmp_path):
     stats = score_labels_as_predictions(validator, jitter=0.05)
     ours = [stats[k] for k in COCO_KEYS]
     assert 0.1 < ours[0] < 0.9
-    img_ids = sorted(validator.image_ids.values())  # the images this dataset holds: all 128 of the JSON
+    img_ids = sorted(image["id"] for image in validator.images.values())  # this dataset's: all 128 of the JSON
     assert len(img_ids) == 128
     np.testing.assert_array_equal(ours, standalone_cocoeval(validator.gt_json, tmp_path / "val" / "predictions.json", img_ids))
 

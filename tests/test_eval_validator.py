@@ -36,17 +36,23 @@ SCENES = [
 ]
 
 
+def draw_scene(path: Path, i: int) -> None:
+    """Write SCENES[i] as a PNG image at `path` (folders created)."""
+    (h, w), boxes = SCENES[i]
+    image = np.zeros((h, w, 3), np.uint8)
+    for c, x1, y1, x2, y2 in boxes:
+        cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), COLORS[c], thickness=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
+
+
 def write_scenes(root: Path) -> Path:
     """Write the SCENES as PNG images with YOLO labels under `root`; return the data YAML (train = val)."""
-    for sub in ("images/val", "labels/val"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
     for i, ((h, w), boxes) in enumerate(SCENES):
-        image = np.zeros((h, w, 3), np.uint8)
-        lines = []
-        for c, x1, y1, x2, y2 in boxes:
-            cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), COLORS[c], thickness=-1)
-            lines.append(f"{c} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} {(y2 - y1) / h:.8f}")
-        cv2.imwrite(str(root / "images" / "val" / f"scene{i}.png"), image)
+        draw_scene(root / "images" / "val" / f"scene{i}.png", i)
+        lines = [f"{c} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} {(y2 - y1) / h:.8f}"
+                 for c, x1, y1, x2, y2 in boxes]
         (root / "labels" / "val" / f"scene{i}.txt").write_text("\n".join(lines) + "\n")
     data = root / "scenes.yaml"
     data.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n  0: red\n  1: green\n")

@@ -1,8 +1,8 @@
 """Read COCO instances JSON (`instances_*.json`) into YOLO samples.
 
 Class i is the category with the i-th smallest id (COCO's 1..90 become 0..79), which is what the evaluator assumes.
-Crowd annotations (`iscrowd=1`) are not training boxes. Mirror image names are `<image id, 12 digits><ext>`, the
-official COCO naming, so `int(Path(image).stem)` is the image id in the JSON for any COCO-style dataset.
+Crowd annotations (`iscrowd=1`) are not training boxes. Each sample keeps its image's base name and JSON image id,
+which the converter records in an id map (`file_name` may hold folders, and ids may be any numbers or strings).
 """
 
 from __future__ import annotations
@@ -73,8 +73,9 @@ def read_coco(json_file: Path, image_dir: Path) -> tuple[list[str], list[Sample]
 
     samples, crowd = [], 0
     for entry in data["images"]:
-        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            report(f"{json_file}: image {entry!r}", "needs an 'id' and a 'file_name'", "image")
+        usable = isinstance(entry, dict) and isinstance(entry.get("id"), (int, str))
+        if not usable or not isinstance(entry.get("file_name"), str):
+            report(f"{json_file}: image {entry!r}", "needs an 'id' (number or string) and a 'file_name'", "image")
             continue
         path = image_dir / entry["file_name"]
         try:
@@ -103,8 +104,7 @@ def read_coco(json_file: Path, image_dir: Path) -> tuple[list[str], list[Sample]
                 report(where, problem)
             else:
                 rows.append(row)
-        name = f"{entry['id']:012d}{path.suffix}" if isinstance(entry["id"], int) else path.name
-        samples.append(Sample(path, rows, name))
+        samples.append(Sample(path, rows, image_id=entry["id"]))
     report.close()
     n_boxes = sum(len(s.rows) for s in samples)
     LOGGER.info(f"{json_file.name}: {len(samples)} images, {n_boxes} boxes, {crowd} crowd boxes not used for training")

@@ -1,13 +1,16 @@
 """Convert COCO-JSON or Pascal VOC datasets to YOLO labels (cached mirrors with symlinked images).
 
 Output layout (`dst`, by default `<cache>/datasets/<label>-<format>-<hash>`):
-`images/<train|val|test>/` symlinks to the original images, `labels/<split>/*.txt`, and `data.yaml` with an absolute
-`path:`, `names:` and, for COCO, `val_json:` (the original val JSON, for pycocotools evaluation).
+`images/<train|val|test>/` symlinks to the original images (flat, under their own base names), `labels/<split>/*.txt`,
+and `data.yaml` with an absolute `path:` and `names:`. For COCO, each split also gets `<split>_json:` (the original
+instances JSON, for pycocotools evaluation) and `<split>_image_ids:`, a JSON file that maps each mirror image
+(`images/<split>/<name>`, relative to `path`) to its image id in that JSON.
 The hash covers the annotation files' paths, sizes and mtimes, so editing annotations triggers a new conversion.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 from umop_yolo.data.labels import Reporter, Sample, write_split
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: COCO mirrors keep the images' own names and write the id maps
 FORMATS = ("coco", "voc")
 ROLES = ("train", "val", "test")
 CocoSource = tuple[Path, Path]  # (instances JSON, image folder)
@@ -53,13 +56,16 @@ def convert_sources(
 
     def build(tmp: Path) -> None:
         class_names, splits = (_read_coco if fmt == "coco" else _read_voc)(sources, names)
-        for role, samples in splits.items():
-            write_split(tmp, role, samples)
         data: dict[str, Any] = {"path": str(final)}
         data.update({role: f"images/{role}" for role in splits})
         data["names"] = dict(enumerate(class_names))
-        if fmt == "coco" and "val" in sources:
-            data["val_json"] = str(sources["val"][0].resolve())
+        for role, samples in splits.items():
+            names_in_mirror = write_split(tmp, role, samples)
+            if fmt == "coco":
+                ids = {f"images/{role}/{n}": s.image_id for n, s in zip(names_in_mirror, samples)}
+                (tmp / f"{role}_image_ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
+                data[f"{role}_json"] = str(sources[role][0].resolve())
+                data[f"{role}_image_ids"] = str(final / f"{role}_image_ids.json")
         header = f"# converted from {fmt} by umop_yolo.data.convert v{CONVERTER_VERSION}; images are symlinks\n"
         (tmp / "data.yaml").write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 

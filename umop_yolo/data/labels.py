@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ultralytics.utils import LOGGER
 
@@ -18,11 +19,13 @@ MAX_WARNINGS = 50  # per source file; the rest are counted in one summary line
 
 @dataclass
 class Sample:
-    """One image of a split: its source file, YOLO label rows (with newline), and its file name in the mirror."""
+    """One image of a split: its source file, YOLO label rows (with newline), its file name in the mirror, and its
+    image id in the source's annotation file (COCO JSON), if it has one."""
 
     image: Path
     rows: list[str] = field(default_factory=list)
     name: str = ""
+    image_id: Any = None
 
     def __post_init__(self) -> None:
         self.name = self.name or self.image.name
@@ -62,15 +65,22 @@ def pixel_box_row(cls: int, box: list[float], width: float, height: float) -> tu
     return f"{cls} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}\n", ""
 
 
-def write_split(root: Path, split: str, samples: list[Sample]) -> None:
-    """Write `samples` as a mirror split under `root` (symlinked images, YOLO label files, empty for negatives)."""
+def write_split(root: Path, split: str, samples: list[Sample]) -> list[str]:
+    """Write `samples` as a mirror split under `root` (symlinked images, YOLO label files, empty for negatives).
+
+    Returns each sample's file name in `images/<split>/`: its `name`, or `<stem>_<index><ext>` when an earlier sample
+    took that stem (a.jpg and a.png would share a.txt; sub/a.jpg and other/a.jpg would share a.jpg).
+    """
     images, labels = root / "images" / split, root / "labels" / split
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()  # label stems: a.jpg and a.png would share a.txt
+    used: set[str] = set()
+    names = []
     for i, sample in enumerate(samples):
         stem, suffix = Path(sample.name).stem, Path(sample.name).suffix
         name = sample.name if stem not in used else f"{stem}_{i}{suffix}"
         used.add(Path(name).stem)
         os.symlink(os.path.abspath(sample.image), images / name)
         (labels / f"{Path(name).stem}.txt").write_text("".join(sample.rows))
+        names.append(name)
+    return names

@@ -8,8 +8,8 @@
   list files): converted to YOLO labels in the cache (see `umop_yolo.data.convert`).
 Except for generated data, the result is a resolved copy in `<cache>/resolved/`, keyed by the source path and
 content: absolute `path`/`train`/`val`/`test`, `names` as a dict, no `download:` (nothing downloads at run time),
-plus `val_json` for COCO. Errors are one line naming the YAML file and the key: `UserInputError` (its
-`InputNotFoundError` for missing files).
+plus absolute `<split>_json` / `<split>_image_ids` for COCO ground truth (any format; see `umop_yolo.eval.coco_json`).
+Errors are one line naming the YAML file and the key: `UserInputError` (its `InputNotFoundError` for missing files).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from umop_yolo.errors import InputNotFoundError, UserInputError
 
 DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
 SPLITS = ("train", "val", "test")
-CONSUMED = ("format", "path", "download", "names", "nc", "train_json", "val_json", "test_json", *SPLITS)
+COCO_FILES = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("json", "image_ids"))  # see eval.coco_json
+CONSUMED = ("format", "path", "download", "names", "nc", *COCO_FILES, *SPLITS)
 
 
 def resolve_data(data: str | Path) -> str:
@@ -151,6 +152,7 @@ def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str])
 
         atomic_build(mirror, build)
         data = {"path": str(mirror), **{k: str(mirror / "images" / k) for k in audited}}
+    data.update({key: str(_existing(root, cfg[key], key)) for key in COCO_FILES if cfg.get(key) is not None})
     data["names"] = dict(enumerate(names))
     return data
 

@@ -12,13 +12,8 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, nms, ops
 
 from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
-from umop_yolo.eval.coco_gt import (
-    cached_yolo_gt,
-    contiguous_category_ids,
-    image_ids_by_name,
-    load_instances,
-    yolo_image_ids,
-)
+from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
+from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
 from umop_yolo.eval.report import write_tables
 
@@ -26,9 +21,10 @@ from umop_yolo.eval.report import write_tables
 class CocoDetectionValidator(DetectionValidator):
     """Detection validator scored by pycocotools COCOeval, during training and standalone.
 
-    Ground truth is the data dict's `<split>_json` (e.g. `val_json`, a COCO instances file: images matched by file
-    name, class i -> i-th smallest category id), else it is built from the YOLO labels and cached as JSON beside them
-    (`labels/<split>.coco.json`; `<UMOP_CACHE_DIR>/coco_gt/` if that folder is read-only). The six numbers are
+    Ground truth is the data dict's `<split>_json` (e.g. `val_json`, a COCO instances file: images matched by the
+    converter's id map or by relative path, see `eval.coco_json`; class i -> i-th smallest category id), else it is
+    built from the YOLO labels and cached as JSON beside them (`labels/<split>.coco.json`;
+    `<UMOP_CACHE_DIR>/coco_gt/` if that folder is read-only). The six numbers are
     printed, added to the metrics dict as `metrics/AP(COCO)` ... `metrics/APl(COCO)`, and COCO AP is the fitness.
     Standalone runs also write `predictions.json`, `coco_metrics.md/.csv` and, with `per_class=True`,
     `coco_per_class.md/.csv` into the save dir.
@@ -39,9 +35,8 @@ class CocoDetectionValidator(DetectionValidator):
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.metrics = CocoDetMetrics()
         self.gt_json: Path | None = None  # the ground-truth file of the last evaluation (None: held in memory only)
-        self.image_ids: dict[str, int] = {}  # image path -> ground-truth image id
-        self.official_json: Path | None = None  # the data's `<split>_json`, if it has one
-        self._instances: tuple[Path, dict] | None = None  # the official JSON last read, kept across epochs
+        self.images: dict[str, dict] = {}  # image path -> its ground-truth image (`id`, `file_name`)
+        self.target: CocoTarget | None = None  # the data's `<split>_json`, if it has one; kept across epochs
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
@@ -49,14 +44,14 @@ class CocoDetectionValidator(DetectionValidator):
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
         self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
-        self.official_json = self._official_json_path()
-        if self.official_json is None:
-            self.image_ids = yolo_image_ids(im_files)
+        split = "val" if self.training else self.args.split or "val"  # training always validates on `val`
+        if data_file(self.data, f"{split}_json") is None:
+            self.target = None
+            self.images = yolo_images(im_files)
             self.class_map = list(range(self.nc))  # category id = YOLO class index
         else:
-            instances = self._read_instances(self.official_json, im_files)
-            self.image_ids = image_ids_by_name(instances, im_files)
-            self.class_map = contiguous_category_ids(instances)
+            self.images = self._read_target(split, im_files)
+            self.class_map = self.target.category_ids
 
     def postprocess(self, preds: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Ultralytics' NMS without its time limit. On a busy CPU that limit stops NMS part-way through a batch and
@@ -74,53 +69,38 @@ class CocoDetectionValidator(DetectionValidator):
         )
         return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
 
-    def _official_json_path(self) -> Path | None:
-        """The data dict's `<split>_json` (e.g. `val_json`), relative paths taken from the data's `path`."""
-        split = "val" if self.training else self.args.split or "val"  # training always validates on `val`
-        path = self.data.get(f"{split}_json")
-        if not path:
-            return None
-        return Path(path) if Path(path).is_absolute() else Path(self.data.get("path", "")) / path
-
-    def _read_instances(self, path: Path, im_files: list[str]) -> dict:
-        """The official JSON's contents, read once per path; warns about images or classes it does not cover."""
-        if self._instances is None or self._instances[0] != path:
-            instances = load_instances(path)
-            self._instances = (path, instances)
-            unmatched = len(im_files) - len(image_ids_by_name(instances, im_files))
-            if unmatched:
-                LOGGER.warning(f"{unmatched} of {len(im_files)} images are not in {path}: they are not evaluated.")
-            if len(instances["categories"]) != self.nc:
+    def _read_target(self, split: str, im_files: list[str]) -> dict[str, dict]:
+        """Read the split's JSON once (kept across epochs) and match the images to it; warns about what it misses."""
+        json_file = data_file(self.data, f"{split}_json")
+        fresh = self.target is None or self.target.json_file != json_file
+        if fresh:
+            self.target = CocoTarget.from_data(self.data, split)
+            categories = len(self.target.instances["categories"])
+            if categories != self.nc:
                 LOGGER.warning(
-                    f"{path} has {len(instances['categories'])} categories but the model has {self.nc} classes: "
+                    f"{json_file} has {categories} categories but the model has {self.nc} classes: "
                     "class i is scored as the i-th smallest category id, classes beyond them are dropped."
                 )
-        return self._instances[1]
+        images = self.target.match(im_files)
+        if fresh and (unmatched := len(im_files) - len(images)):
+            LOGGER.warning(f"{unmatched} of {len(im_files)} images are not in {json_file}: they are not evaluated.")
+        return images
 
     def pred_to_json(self, predn: dict[str, torch.Tensor], pbatch: dict[str, Any]) -> None:
-        """Add one image's predictions (original-image pixels) to `jdict` as COCO results, xywh from the top left."""
-        image_id = self.image_ids.get(pbatch["im_file"])
-        if image_id is None:  # not in the official JSON (warned once in init_metrics)
+        """Add one image's predictions (original-image pixels) to `jdict` as COCO results under its ground-truth id."""
+        image = self.images.get(pbatch["im_file"])
+        if image is None:  # not in the official JSON (warned once in init_metrics)
             return
-        name = Path(pbatch["im_file"]).name
         boxes = ops.xyxy2ltwh(predn["bboxes"]).tolist()
         for box, score, cls in zip(boxes, predn["conf"].tolist(), predn["cls"].tolist()):
             if int(cls) < len(self.class_map):
-                self.jdict.append(
-                    {
-                        "image_id": image_id,
-                        "file_name": name,
-                        "category_id": self.class_map[int(cls)],
-                        "bbox": [round(x, 3) for x in box],
-                        "score": round(score, 5),
-                    }
-                )
+                self.jdict.append(result_record(image["id"], image["file_name"], self.class_map[int(cls)], box, score))
 
     def _ground_truth(self) -> dict:
         """COCO ground truth restricted to this dataset's images; sets `gt_json` to the file that holds it."""
-        if self.official_json is not None:
-            self.gt_json, instances = self._instances
-            keep = set(self.image_ids.values())
+        if self.target is not None:
+            self.gt_json, instances = self.target.json_file, self.target.instances
+            keep = {image["id"] for image in self.images.values()}
             return {
                 **instances,
                 "images": [img for img in instances["images"] if img["id"] in keep],

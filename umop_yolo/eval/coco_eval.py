@@ -46,6 +46,13 @@ def _per_class(evaluator: COCOeval) -> dict[int, list[float]]:
     return table
 
 
+def _complete(annotation: Mapping) -> dict:
+    """A copy (COCOeval adds keys) with the `iscrowd` and `area` COCOeval needs: 0 and the box area where missing,
+    as in JSON exports that leave them out."""
+    box = annotation.get("bbox") or [0, 0, 0, 0]
+    return {"iscrowd": 0, "area": box[2] * box[3], **annotation}
+
+
 def evaluate_boxes(
     gt: Mapping,
     detections: Sequence[Mapping],
@@ -62,7 +69,7 @@ def evaluate_boxes(
         raise ValueError("COCOeval needs at least one detection (pycocotools' loadRes rejects an empty list)")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()
-        coco_gt.dataset = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}  # COCOeval adds keys to these
+        coco_gt.dataset = {**gt, "annotations": [_complete(a) for a in gt["annotations"]]}
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds area/id/segmentation to these
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")

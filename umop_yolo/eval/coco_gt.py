@@ -39,19 +39,27 @@ def _image_hw(label: Mapping) -> tuple[int, int]:
     return h, w
 
 
+def yolo_images(im_files: Sequence[str]) -> dict[str, dict]:
+    """The `id` and `file_name` `yolo_to_coco` gives each image: 1-based positions of the sorted paths, and the paths
+    relative to their deepest common folder. Neither depends on the dataset's order (rect validation sorts by aspect
+    ratio)."""
+    files = sorted(im_files)
+    names = _relative_names(files) if files else []
+    return {f: {"id": i, "file_name": name} for i, (f, name) in enumerate(zip(files, names), 1)}
+
+
 def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
     """COCO ground truth from Ultralytics label dicts (`im_file`, `cls`, normalized xywh `bboxes`, maybe `shape`).
 
-    Images are sorted by path and numbered from 1 (`yolo_image_ids`), so ids do not depend on the dataset's order
-    (rect validation sorts by aspect ratio); category ids are the YOLO class indices, `area` is the box area in pixels
-    (YOLO labels have no masks) and `iscrowd` is 0.
+    Image ids and file names are those of `yolo_images`; category ids are the YOLO class indices, `area` is the box
+    area in pixels (YOLO labels have no masks) and `iscrowd` is 0.
     """
     images, annotations = [], []
-    labels = sorted(labels, key=lambda lb: lb["im_file"])
-    files = _relative_names([lb["im_file"] for lb in labels]) if labels else []
-    for image_id, (lb, file_name) in enumerate(zip(labels, files), 1):
+    entries = yolo_images([lb["im_file"] for lb in labels])
+    for lb in sorted(labels, key=lambda lb: lb["im_file"]):
         h, w = _image_hw(lb)
-        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        image_id = entries[lb["im_file"]]["id"]
+        images.append({**entries[lb["im_file"]], "height": h, "width": w})
         boxes = np.asarray(lb["bboxes"], dtype=np.float64).reshape(-1, 4) * [w, h, w, h]
         boxes[:, :2] -= boxes[:, 2:] / 2  # centre to top-left corner
         for c, box in zip(np.asarray(lb["cls"]).reshape(-1).tolist(), boxes.tolist()):
@@ -67,11 +75,6 @@ def yolo_to_coco(labels: Sequence[Mapping], names: Mapping[int, str]) -> dict:
             )
     categories = [{"id": int(i), "name": str(n)} for i, n in sorted(names.items())]
     return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def yolo_image_ids(im_files: Sequence[str]) -> dict[str, int]:
-    """The image ids `yolo_to_coco` gives: 1-based positions of the paths in sorted order."""
-    return {f: i for i, f in enumerate(sorted(im_files), 1)}
 
 
 def labels_key(labels: Sequence[Mapping], names: Mapping[int, str]) -> str:
@@ -147,9 +150,3 @@ def load_instances(path: str | Path) -> dict:
 def contiguous_category_ids(gt: Mapping) -> list[int]:
     """Category id of each contiguous class: class i is the i-th smallest id (COCO's 80 classes -> ids 1..90)."""
     return sorted(int(c["id"]) for c in gt["categories"])
-
-
-def image_ids_by_name(gt: Mapping, im_files: Sequence[str]) -> dict[str, int]:
-    """Map each image path to the id of the ground-truth image with the same file name; unmatched paths are left out."""
-    by_name = {Path(img["file_name"]).name: int(img["id"]) for img in gt["images"]}
-    return {f: by_name[Path(f).name] for f in im_files if Path(f).name in by_name}
