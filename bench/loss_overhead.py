@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys with Ultralytics)
-from umop_yolo.engine.dense import load_model_yaml
+from umop_yolo.engine.dense_schema import load_model_yaml
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.model import build_model
 

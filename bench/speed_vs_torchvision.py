@@ -31,7 +31,8 @@ from ultralytics.utils.nms import non_max_suppression
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP settings)
 from umop_yolo.cfg import MODELS_DIR
-from umop_yolo.engine.dense import DenseDetectionModel, load_model_yaml
+from umop_yolo.engine.dense import DenseDetectionModel
+from umop_yolo.engine.dense_schema import load_model_yaml
 
 NC = 80
 

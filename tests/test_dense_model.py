@@ -5,7 +5,9 @@ import torch
 import yaml
 
 from umop_yolo.cfg import MODELS_DIR
-from umop_yolo.engine.dense import DenseDetectionModel, dense_config, padded_targets
+from umop_yolo.engine.dense import DenseDetectionModel
+from umop_yolo.engine.dense_schema import dense_config
+from umop_yolo.nn.targets import padded_targets
 
 
 def tiny(detector, nc=3, **head):
@@ -30,7 +32,10 @@ def test_every_model_yaml_is_complete_and_matches_its_name():
     for f in dense:
         cfg = yaml.safe_load(f.read_text())
         assert dense_config(cfg) == {**cfg, "backbone": cfg["backbone"], "neck": cfg["neck"], "head": cfg["head"]}, f
-        assert cfg["detector"] == f.stem.split("_")[0] and ("dcn" in f.stem) == bool(cfg["backbone"]["dcn_stages"])
+        assert cfg["detector"] == f.stem.split("_")[0]
+        assert ("dcn" in f.stem) == bool(cfg["backbone"].get("dcn_stages")), f
+        yolo = cfg["backbone"].get("yolo")  # atss_yolov8n.yaml: backbone {yolo: yolov8n.yaml}
+        assert f"{f.stem.split('_')[1]}.yaml" == yolo if yolo else "yolo" not in f.stem, f
 
 
 def test_unknown_keys_are_rejected_with_their_place():

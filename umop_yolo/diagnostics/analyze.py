@@ -112,7 +112,7 @@ def assign(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, 
         preds = preds.get("one2many", preds)
         (fg_mask, gt_index, *_), _, _ = criterion.get_assigned_targets_and_loss(preds, batch)
         return fg_mask, gt_index, [f.shape[2] * f.shape[3] for f in preds["feats"]]
-    from umop_yolo.engine.dense import padded_targets  # RetinaNet / ATSS
+    from umop_yolo.nn.targets import padded_targets  # RetinaNet / ATSS
 
     anchors, sizes = criterion.head.anchors_for(preds["feats"])
     boxes, _, mask = padded_targets(batch)

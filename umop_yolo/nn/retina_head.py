@@ -6,6 +6,8 @@ import math
 
 from torch import Tensor, nn
 
+from umop_yolo.errors import UserInputError
+
 
 def prior_bias(prior_prob: float) -> float:
     """Classifier bias so that every anchor starts at probability `prior_prob` (0.01: focal loss's init)."""
@@ -14,6 +16,8 @@ def prior_bias(prior_prob: float) -> float:
 
 def conv_tower(in_channels: int, channels: int, n: int, gn_groups: int = 0) -> nn.Sequential:
     """n x (conv3x3 -> [GroupNorm] -> ReLU); convs have a bias only without a norm."""
+    if gn_groups and channels % gn_groups:
+        raise UserInputError(f"head gn_groups={gn_groups} must divide feat_channels={channels}")
     layers = []
     for i in range(n):
         layers.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=not gn_groups))

@@ -1,0 +1,99 @@
+"""The model YAML of a dense detector (RetinaNet, ATSS): defaults, key checks, file lookup.
+
+    detector: retinanet | atss                                  # umop_yolo.nn.DETECTORS
+    nc: 80
+    backbone: {depth, groups, base_width, frozen_stages, norm_eval, dcn_stages, pretrained}  # umop_yolo.nn.ResNet
+          or {yolo: yolov8n.yaml}   # the layers before the Detect of an Ultralytics model YAML (nn.YOLOBackbone)
+    neck: {out_channels, num_outs, add_extra_convs, relu_before_extra_convs}   # umop_yolo.nn.FPN (ResNet)
+       or {out_channels, num_outs}                                             # umop_yolo.nn.ChannelMapper (YOLO)
+    head:
+      feat_channels, stacked_convs, prior_prob, gn_groups (ATSS)
+      anchors: {octave_base_scale, scales_per_octave, ratios}
+      box_coder: {means, stds}
+      assigner: {pos_iou_thr, neg_iou_thr, min_pos_iou} (RetinaNet) | {topk} (ATSS)
+      loss: {box_weight} (+ centerness_weight, ATSS)
+      test: {nms_pre, score_thr}
+
+Every key but `detector` is optional; defaults are MMDetection's for that detector (see cfg/models/*.yaml).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from ultralytics.nn.tasks import yaml_model_load
+from ultralytics.utils import YAML
+
+from umop_yolo.errors import UserInputError
+from umop_yolo.nn.detectors import DETECTORS
+
+BACKBONES: dict[str, dict[str, Any]] = {
+    "resnet": {"depth": 50, "groups": 1, "base_width": 64, "frozen_stages": 1, "norm_eval": True, "dcn_stages": [],
+               "pretrained": "imagenet"},
+    "yolo": {"yolo": "yolov8n.yaml"},
+}
+NECKS: dict[str, dict[str, Any]] = {  # per backbone kind; FPN's add_extra_convs comes from the detector
+    "resnet": {"out_channels": 256, "num_outs": 5, "relu_before_extra_convs": False},
+    "yolo": {"out_channels": 256, "num_outs": 5},
+}
+TOP_KEYS = {"detector", "nc", "backbone", "neck", "head", "channels", "scale", "yaml_file"}  # + Ultralytics' own
+
+
+def merged(defaults: dict, given: dict | None, where: str) -> dict:
+    """`given` over `defaults`, recursively; unknown keys are an error naming their place in the YAML."""
+    out = copy.deepcopy(defaults)
+    for key, value in (given or {}).items():
+        if key not in defaults:
+            raise UserInputError(f"model YAML: unknown key '{where}.{key}' (valid: {', '.join(defaults)})")
+        out[key] = merged(defaults[key], value, f"{where}.{key}") if isinstance(defaults[key], dict) else value
+    return out
+
+
+def backbone_kind(cfg: dict) -> str:
+    """'yolo' for a backbone taken from an Ultralytics model YAML (`backbone: {yolo: ...}`), else 'resnet'."""
+    return "yolo" if "yolo" in (cfg.get("backbone") or {}) else "resnet"
+
+
+def dense_config(cfg: dict) -> dict:
+    """The full model config of a dense-detector YAML dict, defaults filled in and keys checked."""
+    detector = cfg.get("detector")
+    if detector not in DETECTORS:
+        raise UserInputError(f"model YAML: detector={detector!r} must be one of {', '.join(DETECTORS)}")
+    unknown = set(cfg) - TOP_KEYS
+    if unknown:
+        raise UserInputError(f"model YAML: unknown top-level key(s) {sorted(unknown)} for detector '{detector}'")
+    spec, kind = DETECTORS[detector], backbone_kind(cfg)
+    neck = {**NECKS[kind], **({"add_extra_convs": spec.extra_convs} if kind == "resnet" else {})}
+    return {**cfg, "backbone": merged(BACKBONES[kind], cfg.get("backbone"), "backbone"),
+            "neck": merged(neck, cfg.get("neck"), "neck"),
+            "head": merged(spec.defaults, cfg.get("head"), "head")}
+
+
+def load_model_yaml(cfg: str | Path | dict) -> dict:
+    """A model YAML as a dict: a dict as given, a path, or a bare name in cfg/models."""
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    from umop_yolo.cfg import MODELS_DIR, find_file
+
+    path = find_file(cfg, MODELS_DIR, "model")
+    return {**YAML.load(path), "yaml_file": str(path)}
+
+
+def yolo_model_dict(name: Any) -> dict:
+    """The Ultralytics model dict `backbone.yolo` names (a file, a name in cfg/models, or one of Ultralytics' own such
+    as yolov8n.yaml; the scale letter picks the width), checked to end in a detection layer with a list of inputs."""
+    from umop_yolo.cfg import resolve_model
+
+    if not isinstance(name, (str, Path)) or not str(name).endswith((".yaml", ".yml")):
+        raise UserInputError(f"model YAML: backbone.yolo={name!r} must name an Ultralytics model YAML, e.g. yolov8n.yaml")
+    try:
+        spec = yaml_model_load(resolve_model(str(name)))
+    except FileNotFoundError:
+        raise UserInputError(f"model YAML: backbone.yolo '{name}' not found (cfg/models or Ultralytics' YAMLs)") from None
+    rows = spec.get("head") or []
+    if "detector" in spec or not rows or not isinstance(rows[-1][0], list):
+        raise UserInputError(f"model YAML: backbone.yolo '{name}' is not a YOLO detection YAML (its last layer "
+                             "must be a Detect with a list of inputs)")
+    return spec

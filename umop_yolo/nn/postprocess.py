@@ -1,0 +1,44 @@
+"""Dense-head outputs to detections before NMS, as torchvision keeps `postprocess_detections` with its models.
+
+Per-level head maps are flattened location-major, anchors minor (the AnchorGenerator's order); at test time each
+level keeps its `nms_pre` best anchors by class score (MMDetection's `nms_pre`), decoded to boxes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from umop_yolo.nn.box_coder import DeltaXYWHBoxCoder
+
+
+def flat(x: Tensor, num_anchors: int) -> Tensor:
+    """(B, A*K, H, W) -> (B, H*W*A, K): locations row-major, anchors minor (the AnchorGenerator's order)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1] // num_anchors)
+
+
+def flat_levels(maps: dict[str, list[Tensor]], num_anchors: int) -> dict[str, Tensor]:
+    """Each output's per-level maps flattened and concatenated over levels: name -> (B, A, K)."""
+    return {k: torch.cat([flat(x, num_anchors) for x in v], 1) for k, v in maps.items()}
+
+
+def anchor_scores(preds: dict[str, Tensor]) -> Tensor:
+    """(B, A, nc) detection scores: class probabilities, times the centerness probability where the head has one
+    (ATSS ranks and NMSes by cls x centerness)."""
+    scores = preds["cls_logits"].sigmoid()
+    if "centerness" in preds:
+        scores = scores * preds["centerness"].sigmoid()
+    return scores
+
+
+def decode_top_anchors(scores: Tensor, deltas: Tensor, anchors: Tensor, level_sizes: list[int],
+                       coder: DeltaXYWHBoxCoder, nms_pre: int, score_thr: float) -> tuple[Tensor, Tensor]:
+    """Per level the `nms_pre` anchors with the best class score: (B, N, 4) xyxy boxes and (B, N, nc) scores, scores
+    below `score_thr` set to 0 (dropped by any NMS threshold above 0). N = sum over levels of min(nms_pre, size)."""
+    boxes, kept = [], []
+    for s, d, a in zip(scores.split(level_sizes, 1), deltas.split(level_sizes, 1), anchors.split(level_sizes)):
+        idx = s.amax(-1).topk(min(nms_pre, s.shape[1]), dim=1).indices  # (B, k)
+        s = s.gather(1, idx[..., None].expand(-1, -1, s.shape[-1]))
+        boxes.append(coder.decode(a[idx], d.gather(1, idx[..., None].expand(-1, -1, 4))).to(s.dtype))
+        kept.append(s.masked_fill(s < score_thr, 0.0))
+    return torch.cat(boxes, 1), torch.cat(kept, 1)
