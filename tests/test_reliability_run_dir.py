@@ -1,6 +1,8 @@
 """One training per run directory: a second training into a locked run stops in one line and changes nothing; a lock
-of a killed process does not block; a save removes only its own temporary folder."""
+of a killed process does not block; a save removes only its own temporary folder; the next training removes what
+killed ones left, and the log names final paths."""
 
+import logging
 import signal
 import subprocess
 import sys
@@ -90,3 +92,25 @@ def test_a_save_removes_only_its_own_temporary_folder(tmp_path):
         trainer.last.write_bytes(b"new last")
     assert (live / "last.pt").read_bytes() == b"half written"
     assert sorted(p.name for p in wdir.iterdir()) == [live.name, "last.pt"]
+
+
+def test_next_training_removes_what_killed_saves_left_and_logs_final_paths(tiny_shapes, tmp_path):
+    run = tmp_path / "run"
+    killed_strip = run / "weights" / f"{PARTIAL_PREFIX}killed-in-final-strip"
+    killed_strip.mkdir(parents=True)
+    (killed_strip / "last.pt").write_bytes(b"copy of last.pt, half stripped")
+    (run / f"{PARTIAL_PREFIX}results.csv").write_text("epoch,time\n")  # a trim_results killed before its rename
+    from ultralytics.utils import LOGGER
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, exist_ok=True, val=False)]) == 0
+    finally:
+        LOGGER.removeHandler(handler)
+    assert not [p for p in run.rglob(f"{PARTIAL_PREFIX}*")]
+    assert not [line for line in lines if PARTIAL_PREFIX in line]
+    assert any(f"Optimizer stripped from {run / 'weights' / 'last.pt'}" in line for line in lines)
+    assert any(f"Validating {run / 'weights' / 'best.pt'}" in line for line in lines)

@@ -16,6 +16,7 @@ the new complete file. A save removes only its own folder; folders of killed pro
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import pickle
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ultralytics.utils import LOGGER
 
 from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.safe_pickle import CheckpointError
@@ -152,6 +154,20 @@ def replace_atomically(src: Path, dst: Path) -> None:
         _fsync(dst.parent)
 
 
+class _FinalPaths(logging.Filter):
+    """Log lines name a file's final path, not its place in the temporary folder (`Optimizer stripped from ...`)."""
+
+    def __init__(self, tmp: Path, final: Path) -> None:
+        super().__init__()
+        self.tmp, self.final = str(tmp), str(final)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.tmp in message:
+            record.msg, record.args = message.replace(self.tmp, self.final), None
+        return True
+
+
 @contextmanager
 def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     """Point `trainer.wdir/last/best` at a hidden folder inside `wdir`; on success move every file written there.
@@ -162,6 +178,8 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     wdir, last, best = trainer.wdir, trainer.last, trainer.best
     wdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
+    paths = _FinalPaths(tmp, wdir)
+    LOGGER.addFilter(paths)
     try:
         if copy_existing:
             for f in (last, best):
@@ -172,6 +190,7 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
         for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
             replace_atomically(f, wdir / f.name)
     finally:
+        LOGGER.removeFilter(paths)
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
         shutil.rmtree(tmp, ignore_errors=True)
 
