@@ -22,6 +22,7 @@ import umop_yolo  # noqa: F401  (offline environment before Ultralytics is impor
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 from umop_yolo.engine.validator import CocoDetectionValidator
+from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.eval.metrics import COCO_KEYS
 
@@ -189,3 +190,22 @@ def test_nms_keeps_every_image_when_it_runs_past_ultralytics_time_limit(monkeypa
     preds = torch.cat([boxes, scores]).expand(3, -1, -1).contiguous()  # 3 images, the same 2 boxes each
     outputs = validator.postprocess(preds)
     assert [len(o["conf"]) for o in outputs] == [4, 4, 4]  # multi-label: both classes of both boxes, every image
+
+
+def test_model_with_another_class_count_stops_in_one_line(tmp_path):
+    data = write_scenes(tmp_path / "scenes")
+    model = ColorBoxDetector()
+    model.names = {i: f"class{i}" for i in range(5)}
+    with pytest.raises(UserInputError, match=rf"model has 5 classes but data '{data}' has 2") as error:
+        validate(data, tmp_path / "val", model)
+    assert "\n" not in str(error.value)
+
+
+def test_model_with_other_class_names_warns_once(tmp_path, warnings_seen):
+    data = write_scenes(tmp_path / "scenes")
+    model = ColorBoxDetector()
+    model.names = {0: "red", 1: "blue"}
+    _, stats = validate(data, tmp_path / "val", model)
+    assert stats["metrics/AP(COCO)"] == pytest.approx(1.0)  # classes are matched by index
+    named = [m for m in warnings_seen if "class names" in m]
+    assert len(named) == 1 and "class 1 is 'blue' in the model but 'green' in data" in named[0]

@@ -11,6 +11,7 @@ from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, nms, ops
 
+from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
@@ -40,6 +41,8 @@ class CocoDetectionValidator(DetectionValidator):
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
+        if not self.training and not self.args.single_cls:  # training builds the model from the data
+            self._check_classes(model.names)
         super().init_metrics(model)
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
         self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
@@ -52,6 +55,21 @@ class CocoDetectionValidator(DetectionValidator):
         else:
             self.images = self._read_target(split, im_files)
             self.class_map = self.target.category_ids
+
+    def _check_classes(self, names: dict[int, str]) -> None:
+        """A model with another class count than the data stops in one line; other class names are warned once."""
+        ours, theirs = list(names.values()), list(self.data["names"].values())
+        if len(ours) != len(theirs):
+            raise UserInputError(
+                f"the model has {len(ours)} classes but data '{self.args.data}' has {len(theirs)}: "
+                "validate on data with the model's classes"
+            )
+        if differ := [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]:
+            i, more = differ[0], f" ({len(differ) - 1} more)" if len(differ) > 1 else ""
+            LOGGER.warning(
+                f"the model's class names differ from data '{self.args.data}': class {i} is '{ours[i]}' in the model "
+                f"but '{theirs[i]}' in data{more}; classes are scored by index."
+            )
 
     def postprocess(self, preds: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Ultralytics' NMS without its time limit. On a busy CPU that limit stops NMS part-way through a batch and
