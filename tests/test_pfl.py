@@ -147,7 +147,8 @@ def test_finite_for_extreme_logits_low_precision_and_empty_levels(dtype):
     loss.backward()
     assert torch.isfinite(loss) and loss.dtype == torch.float32
     assert all(torch.isfinite(x.grad).all() for x in logits)
-    assert all(torch.isfinite(v).all() for v in stats.values())
+    assert all(torch.isfinite(v).all() for k, v in stats.items() if k != "statistic")
+    assert float(stats["statistic"][0]) == math.inf and float(stats["gamma"][0]) == 2.5  # released: sigmoid(-100) = 0
 
 
 class _SyncRecorder(torch.overrides.TorchFunctionMode):
@@ -199,3 +200,28 @@ def test_bce_positive_forms_follow_their_definitions(form):
     assert float(got[0, 1]) == pytest.approx(float(pos_weight[0, 1] * bce[0, 1]))  # a soft positive keeps its BCE signal
     with pytest.raises(ValueError, match="form='vfl'"):
         ProgressiveFocalLoss(form="vfl")
+
+
+def released_gamma(logits, labels, gamma=2.0, delta=0.5):
+    """Transcription of the authors' rule (mmdet/models/dense_heads/level_resampling_head.py): fp32
+    -log(sigmoid(x)) on one-hot positives, entries > 0 averaged, 2 without any; then Eq. (4)'s clamp."""
+    xse = -torch.log(logits.float().sigmoid()) * labels
+    c = xse[xse > 0].mean() if (xse > 0).any() else torch.tensor(2.0)
+    return float(c.clamp(gamma - delta, gamma + delta))
+
+
+@pytest.mark.parametrize("single_label", [False, True])
+@pytest.mark.parametrize("positives", [(-1.5, -1.5, 20.0), (-1.5, 0.3, 110.0), (-110.0, 1.0, 2.0), (40.0, 50.0)])
+def test_released_statistic_matches_the_authors_rule_at_saturated_logits(positives, single_label):
+    n = len(positives)
+    logits = torch.full((n + 2, 3), -4.0)
+    labels = torch.zeros(n + 2, 3)
+    logits[torch.arange(n), 1] = torch.tensor(positives)
+    labels[torch.arange(n), 1] = 1.0
+    pfl = ProgressiveFocalLoss(statistic="released", single_label=single_label)
+    _, stats = pfl([logits], [labels], n)
+    assert float(stats["gamma"][0]) == pytest.approx(released_gamma(logits, labels), abs=1e-6)
+    if positives == (-1.5, -1.5, 20.0):  # the logit 20 is dropped (fp32 sigmoid = 1): C_l = -log sigmoid(-1.5)
+        assert float(stats["gamma"][0]) == pytest.approx(1.7014, abs=1e-4)
+    if positives[0] == -110.0:  # sigmoid underflows to 0: +inf, the upper clamp
+        assert float(stats["gamma"][0]) == 2.5

@@ -65,7 +65,8 @@ def test_loss_and_gradients_are_finite_for_any_logits_and_targets(data, pfl):
     loss, grads, stats = loss_and_grads(pfl, *data)
     assert torch.isfinite(loss) and loss >= 0
     assert all(torch.isfinite(g).all() for g in grads)
-    assert all(torch.isfinite(v).all() for v in stats.values())
+    assert all(torch.isfinite(v).all() for k, v in stats.items() if k != "statistic")
+    assert not stats["statistic"].isnan().any()  # +inf is the released rule for a positive at sigmoid(x) = 0
 
 
 @SETTINGS

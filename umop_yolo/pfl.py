@@ -117,18 +117,20 @@ class _SingleLabelFocal(torch.autograd.Function):
 def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released") -> tuple[Tensor, Tensor]:
     """Numerator and denominator of C_l for one level (fp32 scalars), so that C_l = f(num / den).
 
-    released: num = sum over positive entries of -log(p / t)+, den = their count (entries with p == 1 exactly are
-              dropped, as in the authors' code); C_l = num / den.
+    released: num = sum over positive entries of -log(p / t)+, den = their count; C_l = num / den. As in the authors'
+              code, -log p is taken as -log(sigmoid(x)) in fp32: entries where it is exactly 0 (x above ~17.3, where
+              sigmoid rounds to 1) are dropped, and a positive below x ~ -104 (sigmoid underflows to 0) gives +inf,
+              so gamma_l goes to the upper clamp (Eq. 4).
     paper:    num = sum over positives of min(p, t), den = sum of their targets; C_l = -log(num / den), Eq. (4).
     """
     x, t = logits.detach().float(), targets.detach().float()
     pos = t > 0
-    nll = -F.logsigmoid(x)  # -log p, stable for any logit (never log(sigmoid) under fp16)
-    if statistic == "released":
-        relative = (nll + t.clamp_min(_TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
-        counted = pos & (nll > 0)
-        return (relative * counted).sum(), counted.sum().float()
     p = x.sigmoid()
+    if statistic == "released":
+        nll = -p.log()  # the released rounding, not the stable -logsigmoid(x)
+        counted = pos & (nll > 0)
+        relative = (nll + t.clamp_min(_TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
+        return torch.where(counted, relative, 0.0).sum(), counted.sum().float()
     return (torch.minimum(p, t) * pos).sum(), (t * pos).sum()
 
 
