@@ -96,6 +96,30 @@ def test_a_restarted_epoch_drops_its_unflushed_steps():
     assert rec.end_epoch() == {}
 
 
+def test_a_resumed_or_redone_epoch_replaces_its_csv_rows(tmp_path):
+    """levels.csv after a resume or a NaN/divergence recovery holds each epoch's windows once, as results.csv."""
+    path = tmp_path / "levels.csv"
+
+    def train(rec, epoch, steps):
+        rec.start_epoch(epoch, (epoch - 1) * 25, NAMES)
+        for step in range(steps):
+            rec.update(stats(step))
+
+    killed = LevelRecorder(path, interval=10)
+    train(killed, 1, 25)
+    killed.end_epoch()
+    train(killed, 2, 12)  # killed in epoch 2 after one window was written; last.pt holds epoch 1
+    resumed = LevelRecorder(path, interval=10)
+    train(resumed, 2, 25)
+    resumed.end_epoch()
+    train(resumed, 3, 20)  # diverged: Ultralytics reloads last.pt and redoes epoch 3
+    train(resumed, 3, 25)
+    resumed.end_epoch()
+    rows = read(path)
+    assert [int(r["iteration"]) for r in rows[::3]] == [10, 20, 25, 35, 45, 50, 60, 70, 75]
+    assert [r["epoch"] for r in rows[::3]] == ["1"] * 3 + ["2"] * 3 + ["3"] * 3
+
+
 def test_steps_inside_a_window_never_read_the_device():
     """Meta tensors have no data: any host read (sync) would raise. Only the window's flush reads."""
     rec = LevelRecorder(None, interval=3)

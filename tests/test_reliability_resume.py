@@ -15,7 +15,7 @@ import torch
 
 from conftest import tiny_train_args
 from umop_yolo.cli import main, run
-from umop_yolo.engine.checkpoint import PARTIAL_PREFIX, atomic_weights, trim_results
+from umop_yolo.engine.checkpoint import PARTIAL_PREFIX, atomic_weights, trim_epochs
 
 UMOP = {"pfl_delta": 0.3, "pfl_statistic": "paper", "lrp_reduction": "mean", "pfl_w": 0.4}
 
@@ -23,12 +23,15 @@ PAUSING_TRAIN = """
 import os, sys, time
 from ultralytics.utils.callbacks import base
 
-def pause_in_second_epoch(trainer):  # epoch 1 is saved; hold here so the test can kill us mid-epoch
-    if trainer.epoch == 1:
+steps = []
+
+def pause_in_second_epoch(trainer):  # epoch 1 is saved, epoch 2's first step logged; hold so the test can kill us
+    steps.append(trainer.epoch)
+    if steps.count(1) == 2:
         open(os.environ["PAUSED"], "w").close()
         time.sleep(600)
 
-base.default_callbacks["on_train_batch_end"].append(pause_in_second_epoch)
+base.default_callbacks["on_train_batch_start"].append(pause_in_second_epoch)
 from umop_yolo.cli import main
 sys.exit(main(["train", *sys.argv[1:]]))
 """
@@ -64,9 +67,11 @@ def test_sigkilled_training_resumes_to_the_configured_epochs_with_its_umop_setti
     script = tmp_path / "pausing_train.py"
     script.write_text(PAUSING_TRAIN)
     run_dir, weights = tmp_path / "run", tmp_path / "run" / "weights"
-    kill_mid_second_epoch(script, tiny_train_args(tiny_shapes, tmp_path, epochs=3, **UMOP), tmp_path / "paused")
+    args = tiny_train_args(tiny_shapes, tmp_path, epochs=3, level_log_interval=1, **UMOP)  # 2 steps per epoch
+    kill_mid_second_epoch(script, args, tmp_path / "paused")
 
     assert [r["epoch"] for r in read_csv(run_dir / "results.csv")] == ["1"]
+    assert [r["epoch"] for r in read_csv(run_dir / "levels.csv") if r["level"] == "P3"] == ["1", "1", "2"]
     killed = torch.load(weights / "last.pt", weights_only=False)
     assert killed["epoch"] == 0 and killed["optimizer"] is not None
 
@@ -77,6 +82,8 @@ def test_sigkilled_training_resumes_to_the_configured_epochs_with_its_umop_setti
     assert {k: getattr(trainer.args, k) for k in UMOP} == UMOP
     rows = read_csv(run_dir / "results.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    levels = [(r["epoch"], r["iteration"]) for r in read_csv(run_dir / "levels.csv") if r["level"] == "P3"]
+    assert levels == [("1", "1"), ("1", "2"), ("2", "3"), ("2", "4"), ("3", "5"), ("3", "6")]  # epoch 2's once
     for row in rows:  # the resumed epochs trained with delta = 0.3 too
         assert all(1.7 - 1e-4 <= float(row[f"pfl/gamma_{p}"]) <= 2.3 + 1e-4 for p in ("P3", "P4", "P5"))
     final = torch.load(weights / "last.pt", weights_only=False)
@@ -124,7 +131,7 @@ def test_weights_are_replaced_whole_or_not_at_all(tmp_path):
 def test_results_csv_keeps_only_the_saved_epochs_and_whole_rows(tmp_path):
     results = tmp_path / "results.csv"
     results.write_text("epoch,time,loss\n1,1.0,0.5\n2,2.0,0.4\n3,3.0,0.3\n4,4.0")  # 3 logged, not saved; 4 cut
-    trim_results(results, 2)
+    trim_epochs(results, 2)
     assert results.read_text() == "epoch,time,loss\n1,1.0,0.5\n2,2.0,0.4\n"
-    trim_results(results, 2)  # idempotent
+    trim_epochs(results, 2)  # idempotent
     assert results.read_text() == "epoch,time,loss\n1,1.0,0.5\n2,2.0,0.4\n"

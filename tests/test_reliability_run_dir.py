@@ -99,7 +99,7 @@ def test_next_training_removes_what_killed_saves_left_and_logs_final_paths(tiny_
     killed_strip = run / "weights" / f"{PARTIAL_PREFIX}killed-in-final-strip"
     killed_strip.mkdir(parents=True)
     (killed_strip / "last.pt").write_bytes(b"copy of last.pt, half stripped")
-    (run / f"{PARTIAL_PREFIX}results.csv").write_text("epoch,time\n")  # a trim_results killed before its rename
+    (run / f"{PARTIAL_PREFIX}results.csv").write_text("epoch,time\n")  # a trim_epochs killed before its rename
     from ultralytics.utils import LOGGER
 
     lines: list[str] = []

@@ -208,22 +208,27 @@ def remove_leftovers(run_dir: Path) -> None:
                 stale.unlink(missing_ok=True)
 
 
-def trim_results(csv: Path, epochs: int) -> None:
-    """Keep the header and the complete rows of epochs 1..`epochs` of results.csv (atomically).
+def trim_epochs(csv: Path, epochs: int) -> None:
+    """Keep the header and the complete rows of epochs 1..`epochs` of a per-epoch log (atomically).
 
-    A run killed after logging an epoch but before saving its checkpoint, or in the middle of a row, leaves rows the
-    resumed run would write again.
+    The log is a CSV with an `epoch` column: results.csv, levels.csv. A run killed after logging an epoch but before
+    saving its checkpoint, or in the middle of a row, leaves rows the resumed run would write again; so does an epoch
+    that is redone after a NaN or divergence recovery.
     """
     if not csv.is_file():
         return
     lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
     if not lines:
         return
-    width = lines[0].count(",")
+    header = [name.strip() for name in lines[0].split(",")]
+    if "epoch" not in header:
+        return
+    column, width = header.index("epoch"), len(header)
 
     def complete_and_saved(row: str) -> bool:
+        fields = row.split(",")
         try:
-            return row.endswith("\n") and row.count(",") == width and float(row.split(",", 1)[0]) <= epochs
+            return row.endswith("\n") and len(fields) == width and float(fields[column]) <= epochs
         except ValueError:
             return False
 

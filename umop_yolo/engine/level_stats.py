@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from umop_yolo.engine.checkpoint import trim_epochs
+
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
 QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}
 CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
@@ -66,7 +68,13 @@ class LevelRecorder:
         self.epoch_steps = 0
 
     def start_epoch(self, epoch: int, iteration: int, names: list[str]) -> None:
-        """Begin epoch `epoch` (1-based) after `iteration` global steps; a restarted epoch drops its unsaved part."""
+        """Begin epoch `epoch` (1-based) after `iteration` global steps; a restarted epoch drops its unsaved part.
+
+        The first epoch of this recorder (a new run, or a resume) and a restarted one (NaN or divergence recovery, OOM
+        retry) first drop the CSV rows of this epoch and later ones, as results.csv is trimmed: they are redone.
+        """
+        if self.path is not None and (self.epoch == 0 or epoch <= self.epoch):
+            trim_epochs(self.path, epoch - 1)
         self.epoch, self.iteration, self.names = epoch, iteration, names
         self.count, self.epoch_sum, self.epoch_steps = 0, None, 0
 

@@ -13,7 +13,7 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, remove_leftovers, trim_results
+from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, remove_leftovers, trim_epochs
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
@@ -161,4 +161,4 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' resume (optimizer, EMA, scheduler, epoch), then results.csv cut back to the saved epochs."""
         super().resume_training(ckpt)
         if self.resume and ckpt is not None and RANK in {-1, 0}:
-            trim_results(self.csv, self.start_epoch)
+            trim_epochs(self.csv, self.start_epoch)
