@@ -1,5 +1,9 @@
 """Bad input to `umop train`: one line naming the problem, exit status 2, and an existing run left as it was."""
 
+import hashlib
+
+import cv2
+import numpy as np
 import pytest
 from conftest import tiny_train_args
 
@@ -29,7 +33,27 @@ def existing_run(root):
     }
     for path, content in files.items():
         path.write_bytes(content)
-    return files
+    return run
+
+
+def snapshot(run):
+    """Every file and folder under `run` (hidden ones too): its SHA-256, or 'dir'."""
+    return {str(p.relative_to(run)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in run.rglob("*")}
+
+
+def yolo_dataset(root, n_val=2, labels=True):
+    """A YOLO dataset of 64 px noise images: 4 train, `n_val` val; one box per image unless `labels` is false."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / "images" / split / f"{i}.jpg"), rng.integers(0, 255, (64, 64, 3), np.uint8))
+            if labels:
+                (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.3 0.3\n")
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a]\n")
+    return root / "data.yaml"
 
 
 def bad_inputs(tmp_path):
@@ -40,7 +64,11 @@ def bad_inputs(tmp_path):
     (tmp_path / "images" / "train").mkdir(parents=True)
     no_val = tmp_path / "no_val.yaml"
     no_val.write_text("train: images/train\nval: images/nowhere\nnames: [a]\n")
+    empty_val, unlabelled = yolo_dataset(tmp_path / "empty_val", n_val=0), yolo_dataset(tmp_path / "bare", labels=False)
     return {
+        "empty val split": (f"data={empty_val}", f"'val' has no images ({tmp_path / 'empty_val' / 'images' / 'val'})"),
+        "no labels at all": (f"data={unlabelled}",
+                             f"'train' has no label files (looked for e.g. {tmp_path / 'bare/labels/train/0.txt'})"),
         "truncated checkpoint": (f"model={truncated}", f"checkpoint '{truncated}' is not readable"),
         "unknown module": (f"model={unknown}", f"model '{unknown}': unknown module 'FancyBlock' in layer 1"),
         "missing model YAML": ("model=yolov8q.yaml", "model 'yolov8q.yaml': FileNotFoundError"),
@@ -58,21 +86,20 @@ def bad_inputs(tmp_path):
     }
 
 
-CASES = ["truncated checkpoint", "unknown module", "missing model YAML", "missing data path", "wrong type",
+CASES = ["empty val split", "no labels at all", "truncated checkpoint", "unknown module", "missing model YAML", "missing data path", "wrong type",
          "out of range", "alpha above 1", "trust not a boolean", "zero image size", "negative image size",
          "negative batch", "epochs not a number", "missing CUDA device", "negative workers"]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_one_line_and_leaves_an_existing_run_untouched(case, tiny_shapes, tmp_path, capsys):
-    files = existing_run(tmp_path)
+    run = existing_run(tmp_path)
+    before = snapshot(run)
     override, message = bad_inputs(tmp_path)[case]
     assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, exist_ok=True), override]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("umop: error: ") and "\n" not in err and message in err, err
-    assert {path: path.read_bytes() for path in files} == files
-    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == ["args.yaml", "best.pt", "last.pt",
-                                                                     "results.csv", "weights"]
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("mode", ["val", "predict"])
@@ -103,3 +130,29 @@ def test_the_trainer_refuses_bad_values_before_it_creates_a_run(tiny_shapes, tmp
     with pytest.raises(UserInputError, match="imgsz=-64 must be a positive integer"):
         UmopTrainer(overrides=args)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_coco_val_json_without_images_is_refused_before_training(tmp_path, cache):
+    import json
+
+    from umop_yolo.data.resolve import resolve_data
+
+    root = yolo_dataset(tmp_path, n_val=0).parent
+    categories = [{"id": 1, "name": "a"}]
+    box = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 16, 16], "iscrowd": 0, "area": 256}
+    (root / "train.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "0.jpg", "width": 64, "height": 64}],
+                                                 "annotations": [box], "categories": categories}))
+    (root / "val.json").write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    (root / "coco.yaml").write_text("format: coco\ntrain: images/train\nval: images/val\n"
+                                    "train_json: train.json\nval_json: val.json\n")
+    with pytest.raises(UserInputError, match=r"coco.yaml': 'val' has no images \(val.json converted to "):
+        resolve_data(root / "coco.yaml")
+
+
+def test_empty_label_files_are_negatives_and_resolve(tmp_path, cache):
+    from umop_yolo.data.resolve import resolve_data
+
+    data = yolo_dataset(tmp_path, labels=False)
+    for image in (tmp_path / "images" / "train").iterdir():
+        (tmp_path / "labels" / "train" / f"{image.stem}.txt").touch()  # Ultralytics trains on these (backgrounds)
+    assert resolve_data(data)

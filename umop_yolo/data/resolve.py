@@ -24,8 +24,8 @@ from umop_yolo.cfg import load_yaml
 from umop_yolo.data import shapes
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
 from umop_yolo.data.convert import check_format, convert_sources
-from umop_yolo.data.labels import Reporter, write_split
-from umop_yolo.data.yolo import audit_split, list_images
+from umop_yolo.data.labels import Reporter, Sample, write_split
+from umop_yolo.data.yolo import audit_split, check_split, list_images
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
@@ -77,6 +77,9 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
         converted = convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem)
         resolved = yaml.safe_load(converted.read_text(encoding="utf-8"))
         resolved.update({k: str(Path(resolved["path"]) / resolved[k]) for k in SPLITS if k in resolved})
+        for split in ("train", "val"):  # the converted copy: a JSON or list file may name no usable image
+            images = [Sample(p) for p in list_images(Path(resolved[split]))]
+            check_split(split, images, f"{cfg.get(f'{split}_json') or cfg[split]} converted to {resolved[split]}")
     out = {k: v for k, v in cfg.items() if k not in CONSUMED} | resolved
     text = f"# resolved from {file} by umop_yolo.data.resolve\n" + yaml.safe_dump(out, sort_keys=False)
     target = cache_root() / "resolved" / f"{file.stem}-{short_hash([str(file), text])}.yaml"
@@ -139,6 +142,8 @@ def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str])
     report = Reporter(file)
     audited = {k: audit_split([im for e in v for im in list_images(e)], len(names), report) for k, v in splits.items()}
     report.close()
+    for split, samples in audited.items():
+        check_split(split, samples, ", ".join(map(str, splits[split])))
     data: dict[str, Any] = {"path": str(root)}
     if not report.count:
         data.update({k: str(e[0]) if len(e) == 1 else [str(p) for p in e] for k, e in splits.items()})

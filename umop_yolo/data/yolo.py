@@ -38,6 +38,16 @@ def label_file(image: Path) -> Path:
     return Path(f"{head}{os.sep}labels{os.sep}{tail}" if sep else str(image)).with_suffix(".txt")
 
 
+def check_split(split: str, samples: list[Sample], source: str) -> None:
+    """Refuse one line early what Ultralytics refuses only once it has set up the run: a train or val split without
+    images, a train split without any label file (Ultralytics' 'No labels found'). Empty label files are negatives."""
+    if split in ("train", "val") and not samples:
+        raise UserInputError(f"'{split}' has no images ({source})")
+    if split == "train" and not any(label_file(s.image).is_file() for s in samples):
+        raise UserInputError(f"'train' has no label files (looked for e.g. {label_file(samples[0].image)}): "
+                             "Ultralytics does not train without labels")
+
+
 def row_problem(parts: list[str], nc: int) -> str:
     """Why a label row is unusable, or "" if it is fine. Boxes are `class cx cy w h`, segments `class x y x y ...`."""
     if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):

@@ -3,7 +3,8 @@
 `BaseTrainer.__init__` writes args.yaml into the run directory and deletes its results.csv unless resuming, and the
 model is only built or loaded later, in `train()`. So a bad checkpoint or model YAML would fail after an existing
 run's results were gone. `check_train_inputs` first loads the checkpoint (restricted), checks the model YAML's
-modules and resolves the data YAML, raising one line (`ValueError`, `FileNotFoundError`) naming the problem.
+modules and resolves the data YAML (splits without images, a train split without labels), raising one line
+(`UserInputError`) naming the problem.
 """
 
 from __future__ import annotations
