@@ -13,7 +13,8 @@ import pytest
 from umop_yolo.eval.coco_eval import evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, contiguous_category_ids, labels_key, yolo_images, yolo_to_coco
 from umop_yolo.eval.coco_json import CocoTarget
-from umop_yolo.eval.report import csv_table, markdown_table
+from umop_yolo.eval.metrics import CocoDetMetrics
+from umop_yolo.eval.report import csv_table, markdown_table, text_row
 
 NAMES = {0: "cat", 1: "dog"}
 
@@ -117,10 +118,11 @@ def test_perfect_detections_score_one_and_inputs_are_untouched(tmp_path):
     detections = detections_from(gt)
     gt_before, det_before = copy.deepcopy(gt), copy.deepcopy(detections)
     scores = evaluate_boxes(gt, detections, per_class=True)
-    # no large box: pycocotools reports -1; class 0 has only a medium box, class 1 only a small one
-    assert list(scores.stats.values()) == pytest.approx([1, 1, 1, 1, 1, -1], abs=1e-12)
-    assert scores.per_class[0] == pytest.approx([1, 1, 1, -1, 1, -1], abs=1e-12)
-    assert scores.per_class[1] == pytest.approx([1, 1, 1, 1, -1, -1], abs=1e-12)
+    # no large box: nan (pycocotools' -1); class 0 has only a medium box, class 1 only a small one
+    nan = float("nan")
+    assert list(scores.stats.values()) == pytest.approx([1, 1, 1, 1, 1, nan], abs=1e-12, nan_ok=True)
+    assert scores.per_class[0] == pytest.approx([1, 1, 1, nan, 1, nan], abs=1e-12, nan_ok=True)
+    assert scores.per_class[1] == pytest.approx([1, 1, 1, 1, nan, nan], abs=1e-12, nan_ok=True)
     assert "Average Precision" in scores.summary
     assert gt == gt_before and detections == det_before
 
@@ -137,15 +139,23 @@ def test_class_agnostic_evaluation_and_empty_detections(tmp_path):
     swapped = [{**d, "category_id": 1 - d["category_id"]} for d in detections_from(gt)]
     assert evaluate_boxes(gt, swapped).stats["AP"] == 0.0
     assert evaluate_boxes(gt, swapped, use_cats=False).stats["AP"] == pytest.approx(1, abs=1e-12)
-    with pytest.raises(ValueError, match="at least one detection"):
-        evaluate_boxes(gt, [])
+    nothing = evaluate_boxes(gt, [], per_class=True)  # 0 where there is ground truth, nan where there is none
+    assert list(nothing.stats.values()) == pytest.approx([0, 0, 0, 0, 0, float("nan")], nan_ok=True)
+    assert nothing.per_class[0] == pytest.approx([0, 0, 0, float("nan"), 0, float("nan")], nan_ok=True)
 
 
 def test_table_rows_in_percent():
-    stats = {"AP": 0.4041, "AP50": 0.6, "AP75": 0.43, "APs": 0.25, "APm": 0.44, "APl": -1.0}
+    stats = {"AP": 0.4041, "AP50": 0.6, "AP75": 0.43, "APs": 0.25, "APm": 0.44, "APl": float("nan")}
     assert markdown_table("model", {"atss": stats}).splitlines() == [
         "| model | AP | AP50 | AP75 | APs | APm | APl |",
         "|---|---|---|---|---|---|---|",
         "| atss | 40.4 | 60.0 | 43.0 | 25.0 | 44.0 | - |",
     ]
-    assert csv_table("class", {"a, b": stats}).splitlines()[1] == '"a, b",40.4,60.0,43.0,25.0,44.0,-'
+    assert csv_table("class", {"a, b": stats}).splitlines()[1] == '"a, b",40.4,60.0,43.0,25.0,44.0,'  # empty: no data
+    assert text_row("all", stats.values()).split() == ["all", "0.404", "0.6", "0.43", "0.25", "0.44", "-"]
+
+
+def test_fitness_is_finite_without_any_ground_truth():
+    metrics = CocoDetMetrics()
+    metrics.coco = dict.fromkeys(metrics.coco, float("nan"))  # no ground truth at all: pycocotools has no AP
+    assert metrics.fitness == 0.0  # Ultralytics treats a nan fitness as a diverged run

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 from pathlib import Path
 
 import cv2
@@ -19,7 +21,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
-from ultralytics.utils import DEFAULT_CFG_DICT
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.errors import UserInputError
@@ -47,13 +49,16 @@ def draw_scene(path: Path, i: int) -> None:
     cv2.imwrite(str(path), image)
 
 
-def write_scenes(root: Path) -> Path:
-    """Write the SCENES as PNG images with YOLO labels under `root`; return the data YAML (train = val)."""
+def write_scenes(root: Path, large: bool = True) -> Path:
+    """Write the SCENES as PNG images with YOLO labels under `root`; return the data YAML (train = val).
+
+    `large=False` leaves the large boxes (over 96^2 px) out of the labels: no ground truth in COCO's large range.
+    """
     (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
     for i, ((h, w), boxes) in enumerate(SCENES):
         draw_scene(root / "images" / "val" / f"scene{i}.png", i)
         lines = [f"{c} {(x1 + x2) / 2 / w:.8f} {(y1 + y2) / 2 / h:.8f} {(x2 - x1) / w:.8f} {(y2 - y1) / h:.8f}"
-                 for c, x1, y1, x2, y2 in boxes]
+                 for c, x1, y1, x2, y2 in boxes if large or (x2 - x1) * (y2 - y1) <= 96**2]
         (root / "labels" / "val" / f"scene{i}.txt").write_text("\n".join(lines) + "\n")
     data = root / "scenes.yaml"
     data.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n  0: red\n  1: green\n")
@@ -209,3 +214,21 @@ def test_model_with_other_class_names_warns_once(tmp_path, warnings_seen):
     assert stats["metrics/AP(COCO)"] == pytest.approx(1.0)  # classes are matched by index
     named = [m for m in warnings_seen if "class names" in m]
     assert len(named) == 1 and "class 1 is 'blue' in the model but 'green' in data" in named[0]
+
+
+def test_size_range_without_ground_truth_is_nan_and_printed_as_dash(tmp_path):
+    data = write_scenes(tmp_path / "scenes", large=False)
+    printed: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: printed.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        validator, stats = validate(data, tmp_path / "val", ColorBoxDetector(noise=0.08))
+    finally:
+        LOGGER.removeHandler(handler)
+    assert math.isnan(stats["metrics/APl(COCO)"]) and math.isnan(validator.metrics.coco["APl"])  # not -1
+    assert 0 < stats["fitness"] == stats["metrics/AP(COCO)"] < 1
+    row = printed[next(i for i, line in enumerate(printed) if "COCO (pycocotools)" in line) + 1]
+    assert row.split()[0] == "all" and row.split()[-1] == "-" and "nan" not in row
+    assert list(csv.reader((tmp_path / "val" / "coco_metrics.csv").open()))[1][-1] == ""
+    assert (tmp_path / "val" / "coco_metrics.md").read_text().splitlines()[2].endswith("| - |")

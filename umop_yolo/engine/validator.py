@@ -16,7 +16,7 @@ from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
-from umop_yolo.eval.report import write_tables
+from umop_yolo.eval.report import text_row, write_tables
 
 
 class CocoDetectionValidator(DetectionValidator):
@@ -144,17 +144,13 @@ class CocoDetectionValidator(DetectionValidator):
         Replaces Ultralytics' version, which needs faster-coco-eval (not a dependency) and only warns without it.
         """
         per_class = bool(getattr(self.args, "per_class", False))
-        if len(pred_json):
-            scores = evaluate_boxes(anno_json, pred_json, use_cats=not self.args.single_cls, per_class=per_class)
-            LOGGER.info(f"pycocotools COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
-            self.metrics.coco = scores.stats
-        else:
-            LOGGER.warning("no predictions to score: COCO metrics are 0.")
-            self.metrics.coco = dict.fromkeys(METRICS, 0.0)
-        self.metrics.coco_per_class = {}
-        if per_class and len(pred_json):
-            names = {c["id"]: str(c.get("name", c["id"])) for c in anno_json["categories"]}
-            self.metrics.coco_per_class = {names[c]: dict(zip(METRICS, v)) for c, v in scores.per_class.items()}
+        if not pred_json:
+            LOGGER.warning("no predictions to score: COCO metrics are 0 (nan for size ranges without ground truth).")
+        scores = evaluate_boxes(anno_json, pred_json, use_cats=not self.args.single_cls, per_class=per_class)
+        LOGGER.info(f"pycocotools COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
+        self.metrics.coco = scores.stats
+        names = {c["id"]: str(c.get("name", c["id"])) for c in anno_json["categories"]}
+        self.metrics.coco_per_class = {names[c]: dict(zip(METRICS, v)) for c, v in scores.per_class.items()}
         if not self.training:
             self._write_tables()
         return {**stats, **dict(zip(COCO_KEYS, self.metrics.coco.values())), "fitness": self.metrics.fitness}
@@ -180,8 +176,7 @@ class CocoDetectionValidator(DetectionValidator):
             for i, c in enumerate(self.metrics.ap_class_index):
                 counts = self.metrics.nt_per_image[c], self.metrics.nt_per_class[c]
                 LOGGER.info(row % (self.names[c], *counts, *self.metrics.class_result(i)))
-        coco_row = "%22s" + "%11.3g" * len(METRICS)
         LOGGER.info(("%22s" + "%11s" * len(METRICS)) % ("COCO (pycocotools)", *METRICS))
-        LOGGER.info(coco_row % ("all", *self.metrics.coco.values()))
+        LOGGER.info(text_row("all", self.metrics.coco.values()))
         for name, values in self.metrics.coco_per_class.items():
-            LOGGER.info(coco_row % (name[:22], *values.values()))
+            LOGGER.info(text_row(name, values.values()))

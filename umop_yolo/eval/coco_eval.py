@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 @dataclass
 class CocoScores:
-    """COCOeval results: `stats` holds COCOeval.stats[0:6] by name (-1 where no ground truth falls in a bucket)."""
+    """COCOeval results: `stats` holds COCOeval.stats[0:6] by name, nan where no ground truth falls in a size range
+    (pycocotools' -1, "no data")."""
 
     stats: dict[str, float]
     per_class: dict[int, list[float]] = field(default_factory=dict)  # category id -> the six numbers, same definitions
@@ -41,7 +43,7 @@ def _per_class(evaluator: COCOeval) -> dict[int, list[float]]:
         row = []
         for ious, area in selections:
             s = precision[ious, :, k, area, -1]
-            row.append(float(s[s > -1].mean()) if (s > -1).any() else -1.0)
+            row.append(float(s[s > -1].mean()) if (s > -1).any() else math.nan)
         table[int(category)] = row
     return table
 
@@ -53,6 +55,21 @@ def _complete(annotation: Mapping) -> dict:
     return {"iscrowd": 0, "area": box[2] * box[3], **annotation}
 
 
+def _no_data(value: float) -> float:
+    """pycocotools' -1 ("no ground truth in this range") as nan, so it can never pass for a score."""
+    return math.nan if value == -1 else float(value)
+
+
+def _results(coco_gt: COCO, detections: Sequence[Mapping]) -> COCO:
+    """The detections as a COCO results object; an empty one too (pycocotools' loadRes rejects an empty list)."""
+    if detections:
+        return coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds area/id/segmentation to these
+    empty = COCO()
+    empty.dataset = {**coco_gt.dataset, "annotations": []}
+    empty.createIndex()
+    return empty
+
+
 def evaluate_boxes(
     gt: Mapping,
     detections: Sequence[Mapping],
@@ -60,19 +77,17 @@ def evaluate_boxes(
     use_cats: bool = True,
     per_class: bool = False,
 ) -> CocoScores:
-    """Run COCOeval (bbox) on a ground-truth dict and a non-empty list of results (image_id, category_id, bbox, score).
+    """Run COCOeval (bbox) on a ground-truth dict and a list of results (image_id, category_id, bbox, score).
 
     `img_ids` limits the evaluation to those images (default: every ground-truth image); `use_cats=False` ignores
-    categories (single-class evaluation). Neither input is modified.
+    categories (single-class evaluation). No detections score 0 wherever there is ground truth. Neither input is
+    modified.
     """
-    if not detections:
-        raise ValueError("COCOeval needs at least one detection (pycocotools' loadRes rejects an empty list)")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco_gt = COCO()
         coco_gt.dataset = {**gt, "annotations": [_complete(a) for a in gt["annotations"]]}
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes([dict(d) for d in detections])  # loadRes adds area/id/segmentation to these
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator = COCOeval(coco_gt, _results(coco_gt, detections), "bbox")
         if img_ids is not None:
             evaluator.params.imgIds = list(img_ids)
         evaluator.params.useCats = int(use_cats)
@@ -81,7 +96,7 @@ def evaluate_boxes(
     with contextlib.redirect_stdout(io.StringIO()) as summary:
         evaluator.summarize()
     return CocoScores(
-        stats=dict(zip(METRICS, (float(x) for x in evaluator.stats[:6]))),
+        stats=dict(zip(METRICS, (_no_data(x) for x in evaluator.stats[:6]))),
         per_class=_per_class(evaluator) if per_class and use_cats else {},
         summary=summary.getvalue().rstrip(),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ultralytics.utils.metrics import DetMetrics
 
 from umop_yolo.eval.coco_eval import METRICS
@@ -33,5 +35,7 @@ class CocoDetMetrics(DetMetrics):
 
     @property
     def fitness(self) -> float:
-        """COCO AP (IoU 0.50:0.95, all areas, 100 detections per image)."""
-        return float(self.coco["AP"])
+        """COCO AP (IoU 0.50:0.95, all areas, 100 detections per image); 0 when there is no ground truth at all (AP
+        nan), since Ultralytics takes a nan fitness for a diverged run."""
+        ap = float(self.coco["AP"])
+        return ap if math.isfinite(ap) else 0.0
