@@ -11,6 +11,7 @@ import yaml
 from ultralytics.data.utils import check_det_dataset
 
 from umop_yolo.data import convert, convert_main, resolve_data
+from umop_yolo.errors import UserInputError
 
 pytestmark = pytest.mark.usefixtures("cache")  # every test converts into its own cache
 
@@ -141,7 +142,7 @@ def test_voc_convert_main_round_trip(tmp_path, warnings_seen):
         f"{ann / 'img4.xml'}: image {tmp_path / 'VOC' / 'JPEGImages' / 'img4.jpg'} not found, image skipped",
     ]:
         assert any(expected in m for m in warnings_seen), expected
-    with pytest.raises(FileExistsError, match="'dst'"):
+    with pytest.raises(UserInputError, match="'dst' .* already exists"):
         convert_main(args)
 
 

@@ -2,10 +2,11 @@
 
 Output layout (`dst`, by default `<cache>/datasets/<label>-<format>-<hash>`):
 `images/<train|val|test>/` symlinks to the original images (flat, under their own base names), `labels/<split>/*.txt`,
-and `data.yaml` with an absolute `path:` and `names:`. For COCO, each split also gets `<split>_json:` (the original
-instances JSON, for pycocotools evaluation) and `<split>_image_ids:`, a JSON file that maps each mirror image
-(`images/<split>/<name>`, relative to `path`) to its image id in that JSON.
-The hash covers the annotation files' paths, sizes and mtimes, so editing annotations triggers a new conversion.
+and `data.yaml` with an absolute `path:` and `names:`. For VOC, `voc_box:` says how the boxes were read. For COCO,
+each split also gets `<split>_json:` (the original instances JSON, for pycocotools evaluation) and
+`<split>_image_ids:`, a JSON file that maps each mirror image (`images/<split>/<name>`, relative to `path`) to its
+image id in that JSON. The hash covers the annotation files' paths, sizes and mtimes (editing annotations triggers a
+new conversion), the class names and `voc_box`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 from umop_yolo.data.labels import Reporter, Sample, write_split
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
-CONVERTER_VERSION = 2  # 2: COCO mirrors keep the images' own names and write the id maps
+CONVERTER_VERSION = 2  # 2: COCO mirrors keep the images' own names and write the id maps; VOC's voc_box
 FORMATS = ("coco", "voc")
 ROLES = ("train", "val", "test")
 CocoSource = tuple[Path, Path]  # (instances JSON, image folder)
@@ -46,19 +47,30 @@ def _annotation_files(fmt: str, sources: dict[str, Any]) -> list[Path]:
 
 
 def convert_sources(
-    fmt: str, sources: dict[str, Any], names: list[str] | None = None, dst: Path | None = None, label: str = "data"
+    fmt: str,
+    sources: dict[str, Any],
+    names: list[str] | None = None,
+    dst: Path | None = None,
+    label: str = "data",
+    voc_box: str | None = None,
 ) -> Path:
-    """Convert the splits `sources` ({role: CocoSource | VocSource}) once and return the mirror's data.yaml."""
+    """Convert the splits `sources` ({role: CocoSource | VocSource}) once and return the mirror's data.yaml.
+
+    `voc_box` (VOC only; default `devkit`) is how boxes are read, see `voc.VOC_BOXES`.
+    """
+    voc_box = box_convention(fmt, voc_box)
     files = _fingerprint(_annotation_files(fmt, sources))
-    key = {"version": CONVERTER_VERSION, "format": fmt, "names": names, "sources": files}
+    key = {"version": CONVERTER_VERSION, "format": fmt, "names": names, "sources": files, "voc_box": voc_box}
     key["folders"] = {role: str(src[1]) for role, src in sources.items()} if fmt == "coco" else None
     final = dst or cache_root() / "datasets" / f"{label}-{fmt}-{short_hash(key, 8)}"
 
     def build(tmp: Path) -> None:
-        class_names, splits = (_read_coco if fmt == "coco" else _read_voc)(sources, names)
+        class_names, splits = _read_coco(sources, names) if fmt == "coco" else _read_voc(sources, names, voc_box)
         data: dict[str, Any] = {"path": str(final)}
         data.update({role: f"images/{role}" for role in splits})
         data["names"] = dict(enumerate(class_names))
+        if voc_box:
+            data["voc_box"] = voc_box
         for role, samples in splits.items():
             names_in_mirror = write_split(tmp, role, samples)
             if fmt == "coco":
@@ -67,6 +79,7 @@ def convert_sources(
                 data[f"{role}_json"] = str(sources[role][0].resolve())
                 data[f"{role}_image_ids"] = str(final / f"{role}_image_ids.json")
         header = f"# converted from {fmt} by umop_yolo.data.convert v{CONVERTER_VERSION}; images are symlinks\n"
+        header += f"# voc_box: {voc_box}: boxes read as {voc.VOC_BOXES[voc_box]}\n" if voc_box else ""
         (tmp / "data.yaml").write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
     if not final.is_dir():
@@ -78,6 +91,15 @@ def check_format(fmt: str) -> None:
     """ValueError unless `fmt` is a format this module converts."""
     if fmt not in FORMATS:
         raise UserInputError(f"'format' must be one of yolo, {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def box_convention(fmt: str, voc_box: Any) -> str | None:
+    """The checked `voc_box` for format voc (default devkit); None for other formats, which must not set it."""
+    if fmt != "voc":
+        if voc_box is not None:
+            raise UserInputError(f"'voc_box' applies to format voc only, not {fmt}")
+        return None
+    return voc.check_voc_box("devkit" if voc_box is None else voc_box)
 
 
 def _read_coco(sources: dict[str, CocoSource], names: list[str] | None) -> tuple[list[str], dict[str, list[Sample]]]:
@@ -92,9 +114,11 @@ def _read_coco(sources: dict[str, CocoSource], names: list[str] | None) -> tuple
     return class_names, splits
 
 
-def _read_voc(sources: dict[str, VocSource], names: list[str] | None) -> tuple[list[str], dict[str, list[Sample]]]:
+def _read_voc(
+    sources: dict[str, VocSource], names: list[str] | None, voc_box: str
+) -> tuple[list[str], dict[str, list[Sample]]]:
     reports = {role: Reporter(", ".join(map(str, files))) for role, files in sources.items()}
-    parsed = {role: voc.read_split(files, reports[role]) for role, files in sources.items()}
+    parsed = {role: voc.read_split(files, reports[role], voc_box) for role, files in sources.items()}
     if names is None:
         names = sorted({obj.name for images in parsed.values() for im in images for obj in im.objects})
     splits = {role: voc.to_samples(images, names, reports[role]) for role, images in parsed.items()}
@@ -145,18 +169,21 @@ def convert(
     dst: str | Path | None = None,
     splits: list[str] | None = None,
     names: list[str] | None = None,
+    voc_box: str | None = None,
 ) -> Path:
     """Convert a COCO (`<src>/annotations/instances_<split>.json` + `<src>/[images/]<split>/`) or VOC
     (`<src>/Annotations`, `JPEGImages`, `ImageSets/Main/<split>.txt`) dataset; return its data.yaml.
 
-    `dst` must not exist yet (default: the cache). `names` fixes the VOC class order (default: sorted names found).
+    `dst` must not exist yet (default: the cache). `names` fixes the VOC class order (default: sorted names found),
+    `voc_box` how VOC boxes are read (`voc.VOC_BOXES`).
     """
     src = Path(src).expanduser().resolve()
     if dst is not None and Path(dst).exists():
-        raise FileExistsError(f"'dst' {dst} already exists")
+        raise UserInputError(f"'dst' {dst} already exists: name a new folder")
     check_format(format)
     sources = discover(format, src, splits)
-    return convert_sources(format, sources, names, Path(dst).expanduser().resolve() if dst else None, src.name)
+    dst = Path(dst).expanduser().resolve() if dst else None
+    return convert_sources(format, sources, names, dst, src.name, voc_box)
 
 
 def convert_main(args: dict[str, Any]) -> Path:
@@ -170,8 +197,9 @@ def convert_main(args: dict[str, Any]) -> Path:
         splits: comma-separated split names (default: every instances_*.json for COCO; train,val,test for VOC).
             Names starting with train / val / test become the train / val / test split.
         names: comma-separated VOC class names in class-id order (default: all names found, sorted).
+        voc_box: how VOC boxes are read, `devkit` (default: 1-based inclusive, x1 = xmin - 1) or `plain` (x1 = xmin).
     """
-    allowed = {"format", "src", "dst", "splits", "names"}
+    allowed = {"format", "src", "dst", "splits", "names", "voc_box"}
     if unknown := set(args) - allowed:
         raise UserInputError(
             f"convert: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
@@ -180,7 +208,8 @@ def convert_main(args: dict[str, Any]) -> Path:
         if not args.get(key):
             raise UserInputError(f"convert: '{key}' is required, e.g. umop convert format=coco src=/data/coco")
     listed = {k: _as_list(args[k]) for k in ("splits", "names") if args.get(k) is not None}
-    return convert(str(args["format"]), args["src"], args.get("dst"), listed.get("splits"), listed.get("names"))
+    splits, names = listed.get("splits"), listed.get("names")
+    return convert(str(args["format"]), args["src"], args.get("dst"), splits, names, args.get("voc_box"))
 
 
 def _as_list(value: Any) -> list[str]:

@@ -5,7 +5,8 @@
 * `format: yolo` (the default): `path` (default: the YAML's folder) is taken relative to the YAML's folder, not the
   CWD as Ultralytics does; label files are checked row by row, and if bad rows exist a cleaned mirror is used;
 * `format: coco` (`train`/`val` image folders + `train_json`/`val_json`) or `format: voc` (`train`/`val` ImageSets
-  list files): converted to YOLO labels in the cache (see `umop_yolo.data.convert`).
+  list files; `voc_box: devkit | plain`, how boxes are read): converted to YOLO labels in the cache (see
+  `umop_yolo.data.convert`).
 Except for generated data, the result is a resolved copy in `<cache>/resolved/`, keyed by the source path and
 content: absolute `path`/`train`/`val`/`test`, `names` as a dict, no `download:` (nothing downloads at run time),
 plus absolute `<split>_json` / `<split>_image_ids` for COCO ground truth (any format; see `umop_yolo.eval.coco_json`).
@@ -23,7 +24,7 @@ import umop_yolo
 from umop_yolo.cfg import load_yaml
 from umop_yolo.data import shapes
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
-from umop_yolo.data.convert import check_format, convert_sources
+from umop_yolo.data.convert import box_convention, check_format, convert_sources
 from umop_yolo.data.labels import Reporter, Sample, write_split
 from umop_yolo.data.yolo import audit_split, check_split, list_images
 from umop_yolo.errors import InputNotFoundError, UserInputError
@@ -31,7 +32,7 @@ from umop_yolo.errors import InputNotFoundError, UserInputError
 DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
 SPLITS = ("train", "val", "test")
 COCO_FILES = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("json", "image_ids"))  # see eval.coco_json
-CONSUMED = ("format", "path", "download", "names", "nc", *COCO_FILES, *SPLITS)
+CONSUMED = ("format", "path", "download", "names", "nc", "voc_box", *COCO_FILES, *SPLITS)
 
 
 def resolve_data(data: str | Path) -> str:
@@ -69,12 +70,13 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     fmt = cfg.get("format", "yolo")
     if fmt != "yolo":
         check_format(fmt)
+    voc_box = box_convention(fmt, cfg.get("voc_box"))
     root = _root(file, cfg)
     names = _names(cfg, required=fmt == "yolo")
     if fmt == "yolo":
         resolved = _resolve_yolo(file, cfg, root, names)
     else:
-        converted = convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem)
+        converted = convert_sources(fmt, _sources(fmt, root, cfg), names, label=file.stem, voc_box=voc_box)
         resolved = yaml.safe_load(converted.read_text(encoding="utf-8"))
         resolved.update({k: str(Path(resolved["path"]) / resolved[k]) for k in SPLITS if k in resolved})
         for split in ("train", "val"):  # the converted copy: a JSON or list file may name no usable image

@@ -1,8 +1,9 @@
 """Read Pascal VOC (`Annotations/*.xml`, `JPEGImages/`, `ImageSets/Main/<split>.txt`) into YOLO samples.
 
 A split is one or more list files; each list file's VOC root is three levels up (`<root>/ImageSets/Main/x.txt`),
-so VOC2007 and VOC2012 lists can be combined. VOC boxes are 1-based inclusive pixel indices: `xmin..xmax` covers
-the continuous interval [xmin - 1, xmax]. Objects marked `difficult` are not training boxes.
+so VOC2007 and VOC2012 lists can be combined. How `xmin..xmax` becomes a pixel box is the data YAML's `voc_box`
+(see VOC_BOXES): by default 1-based inclusive pixel indices, as the VOC devkit reads them, so `xmin..xmax` covers the
+continuous interval [xmin - 1, xmax]. Objects marked `difficult` are not training boxes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from PIL import Image
 
 from umop_yolo.data.labels import Reporter, Sample, pixel_box_row
 from umop_yolo.errors import UserInputError
+
+VOC_BOXES = {  # voc_box -> how xmin..xmax (and ymin..ymax) become the pixel box x1..x2
+    "devkit": "1-based inclusive pixel indices, as the VOC devkit: x1 = xmin - 1, x2 = xmax (w = xmax - xmin + 1)",
+    "plain": "pixel coordinates as written: x1 = xmin, x2 = xmax (w = xmax - xmin)",
+}
+
+
+def check_voc_box(value: object) -> str:
+    """`value` if it names a VOC_BOXES convention, else a one-line UserInputError."""
+    if value not in VOC_BOXES:
+        raise UserInputError(f"'voc_box' must be {' or '.join(VOC_BOXES)}, got {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -59,8 +72,9 @@ def _number(node: ET.Element, tag: str) -> float:
         raise ValueError(f"<{tag}> missing or not a number") from None
 
 
-def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
-    """Parse `<root>/Annotations/<image_id>.xml`; report and return None if the XML or its image is unusable."""
+def parse_xml(root: Path, image_id: str, report: Reporter, voc_box: str = "devkit") -> VocImage | None:
+    """Parse `<root>/Annotations/<image_id>.xml` with boxes read as `voc_box` says; report and return None if the XML
+    or its image is unusable."""
     xml = root / "Annotations" / f"{image_id}.xml"
     try:
         tree = ET.parse(xml).getroot()
@@ -84,6 +98,7 @@ def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
             report(str(image), f"unreadable image ({e})", "image")
             return None
     result = VocImage(image, width, height)
+    start = 1.0 if voc_box == "devkit" else 0.0  # subtracted from xmin, ymin
     for k, obj in enumerate(tree.iter("object")):
         where = f"{xml}: object {k}"
         if _text(obj, "difficult") == "1":
@@ -93,7 +108,7 @@ def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
             if not name or bndbox is None:
                 raise ValueError("<name> or <bndbox> missing")
             xmin, ymin = _number(bndbox, "xmin"), _number(bndbox, "ymin")
-            box = [xmin - 1, ymin - 1, _number(bndbox, "xmax"), _number(bndbox, "ymax")]
+            box = [xmin - start, ymin - start, _number(bndbox, "xmax"), _number(bndbox, "ymax")]
         except ValueError as e:
             report(where, str(e))
             continue
@@ -101,12 +116,12 @@ def parse_xml(root: Path, image_id: str, report: Reporter) -> VocImage | None:
     return result
 
 
-def read_split(list_files: list[Path], report: Reporter) -> list[VocImage]:
+def read_split(list_files: list[Path], report: Reporter, voc_box: str = "devkit") -> list[VocImage]:
     """Parse every image of one split (the union of its list files)."""
     images = []
     for list_file in list_files:
         for root, image_id in read_list(list_file):
-            if (parsed := parse_xml(root, image_id, report)) is not None:
+            if (parsed := parse_xml(root, image_id, report, voc_box)) is not None:
                 images.append(parsed)
     return images
 

@@ -11,6 +11,7 @@ from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import LOGGER, nms, ops
 
+from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
@@ -126,7 +127,9 @@ class CocoDetectionValidator(DetectionValidator):
             }
         labels = self.dataloader.dataset.labels
         cache_file = Path(img2label_paths([labels[0]["im_file"]])[0]).parent.with_suffix(".coco.json")
-        gt, self.gt_json = cached_yolo_gt(labels, self.names, cache_file)
+        voc_box = self.data.get("voc_box")  # converted VOC data: how its boxes were read
+        notes = {"voc_box": f"{voc_box}: {VOC_BOXES.get(voc_box, '')}"} if voc_box else None
+        gt, self.gt_json = cached_yolo_gt(labels, self.names, cache_file, notes=notes)
         if self.gt_json is None:
             LOGGER.warning(f"could not write the COCO ground truth to {cache_file} or the cache dir; kept in memory.")
         return gt

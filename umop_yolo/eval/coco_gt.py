@@ -89,14 +89,14 @@ def labels_key(labels: Sequence[Mapping], names: Mapping[int, str]) -> str:
     return digest.hexdigest()
 
 
-def _read_current(path: Path, key: str) -> dict | None:
-    """The cached ground truth at `path` if it was built from labels with this key, else None."""
+def _read_current(path: Path, info: Mapping[str, str]) -> dict | None:
+    """The cached ground truth at `path` if its `info` (labels key included) is `info`, else None."""
     try:
         with open(path, encoding="utf-8") as f:
             gt = json.load(f)
     except (OSError, ValueError):  # missing, unreadable or truncated: rebuild
         return None
-    return gt if gt.get("info", {}).get("labels_sha256") == key else None
+    return gt if isinstance(gt, dict) and gt.get("info") == info else None
 
 
 def _writable_dir(folder: Path) -> bool:
@@ -117,20 +117,26 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def cached_yolo_gt(
-    labels: Sequence[Mapping], names: Mapping[int, str], cache_file: Path, fallback_dir: Path | None = None
+    labels: Sequence[Mapping],
+    names: Mapping[int, str],
+    cache_file: Path,
+    fallback_dir: Path | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> tuple[dict, Path | None]:
     """Ground truth for `labels`, reused from disk while the labels are unchanged, and the file that holds it.
 
     The file is `cache_file` (beside the labels) when its folder is writable, else `<fallback_dir>/<key>.coco.json`
     (default `default_cache_dir()`); the path is None if neither can be written, and the ground truth is then only
-    returned. A changed label, image file, class filter or class name changes the key and rebuilds the file.
+    returned. A changed label, image file, class filter or class name changes the key and rebuilds the file. `notes`
+    (e.g. how converted boxes were read) are added to its `info`.
     """
     key = labels_key(labels, names)
+    info = {"description": "ground truth from YOLO labels", "labels_sha256": key, **(notes or {})}
     fallback = (fallback_dir or default_cache_dir()) / f"{key[:16]}.coco.json"
     for path in (cache_file, fallback):
-        if (gt := _read_current(path, key)) is not None:
+        if (gt := _read_current(path, info)) is not None:
             return gt, path
-    gt = {"info": {"description": "ground truth from YOLO labels", "labels_sha256": key}, **yolo_to_coco(labels, names)}
+    gt = {"info": info, **yolo_to_coco(labels, names)}
     for path in ([cache_file] if _writable_dir(cache_file.parent) else []) + [fallback]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
