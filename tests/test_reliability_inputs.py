@@ -1,6 +1,7 @@
 """Bad input to `umop train`: one line naming the problem, exit status 2, and an existing run left as it was."""
 
 import hashlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -156,3 +157,57 @@ def test_empty_label_files_are_negatives_and_resolve(tmp_path, cache):
     for image in (tmp_path / "images" / "train").iterdir():
         (tmp_path / "labels" / "train" / f"{image.stem}.txt").touch()  # Ultralytics trains on these (backgrounds)
     assert resolve_data(data)
+
+
+def unreadable_images(folder):
+    """A zero-byte .jpg and a text file named .jpg in `folder`, and the reasons they cannot be read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.jpg").touch()
+    (folder / "text.jpg").write_text("hello\n")
+    return {folder / "zero.jpg": "empty image file (zero bytes)",
+            folder / "text.jpg": "not an image: no image format starts with b'hello\\n'"}
+
+
+def test_the_data_audit_skips_unreadable_images_naming_the_real_reason(tmp_path, cache, warnings_seen):
+    import yaml
+
+    from umop_yolo.data.resolve import resolve_data
+
+    data = yolo_dataset(tmp_path)
+    bad = unreadable_images(tmp_path / "images" / "train") | unreadable_images(tmp_path / "images" / "val")
+    for image in bad:
+        label = tmp_path / "labels" / image.parent.name / f"{image.stem}.txt"
+        label.write_text("0 0.5 0.5 0.3 0.3\n")
+    resolved = yaml.safe_load(Path(resolve_data(data)).read_text())
+    assert sorted(warnings_seen) == sorted(f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items())
+    for split, n in (("train", 4), ("val", 2)):  # Ultralytics is given the readable images only
+        assert sorted(p.name for p in Path(resolved[split]).iterdir()) == [f"{i}.jpg" for i in range(n)]
+
+
+def test_predict_skips_unreadable_images_naming_the_real_reason(tmp_path, warnings_seen):
+    import torch
+
+    from umop_yolo.engine.model import build_model
+
+    folder = tmp_path / "pictures"
+    bad = unreadable_images(folder)
+    cv2.imwrite(str(folder / "good.jpg"), np.full((64, 64, 3), 127, np.uint8))
+    weights = tmp_path / "m.pt"
+    torch.save({"model": build_model("yolov8n.yaml", nc=1, verbose=False), "train_args": {}}, weights)
+    argv = ["predict", f"model={weights}", f"source={folder}", "imgsz=64", "device=cpu", f"project={tmp_path}"]
+    assert main([*argv, "name=pred"]) == 0
+    assert sorted(warnings_seen) == sorted(f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items())
+    assert [p.name for p in (tmp_path / "pred").glob("*.jpg")] == ["good.jpg"]
+
+
+def test_predict_on_an_unreadable_image_or_a_missing_source_is_one_line(tmp_path, capsys):
+    weights = tmp_path / "m.pt"
+    weights.touch()  # never read: the source is checked first
+    bad = unreadable_images(tmp_path)
+    (tmp_path / "empty").mkdir()
+    expected = {**{image: f"source '{image}': {reason}" for image, reason in bad.items()},
+                tmp_path / "nowhere": f"source '{tmp_path / 'nowhere'}' not found",
+                tmp_path / "empty": f"source '{tmp_path / 'empty'}' holds no images or videos"}
+    for source, message in expected.items():
+        assert main(["predict", f"model={weights}", f"source={source}"]) == 2
+        assert capsys.readouterr().err.strip() == f"umop: error: {message}"

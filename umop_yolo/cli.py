@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any, Callable
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, check_values, experiment_args
@@ -61,9 +62,14 @@ def val(args: dict[str, Any]) -> Any:
 
 
 def predict(args: dict[str, Any]) -> Any:
-    model = _model_api(args)
-    args.setdefault("save", True)
-    return model.predict(**args)
+    from umop_yolo.data.images import readable_source
+
+    with TemporaryDirectory() as tmp:  # holds the list of readable images when some in `source` are not
+        if "source" in args:
+            args["source"] = readable_source(args["source"], Path(tmp) / "source.txt")
+        model = _model_api(args)
+        args.setdefault("save", True)
+        return model.predict(**args)
 
 
 def export(args: dict[str, Any]) -> Any:

@@ -1,8 +1,9 @@
-"""Line-level checks of YOLO label files, for what Ultralytics' `verify_image_label` does not report well.
+"""Line-level checks of YOLO label files and images, for what Ultralytics' `verify_image_label` does not report well.
 
 Ultralytics drops a whole image when one row has a class id >= nc or an out-of-range coordinate, naming only the image,
 and it keeps zero-area or negative-size boxes. Here each bad row is reported as `label_file:line: problem` and only
-that row is dropped (the caller then trains on a mirror with cleaned label files).
+that row is dropped (the caller then trains on a mirror with cleaned label files). An image no decoder can read is
+reported with the reason (Ultralytics says "No module named 'pi_heif'", its HEIF fallback) and left out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ultralytics.data.utils import IMG_FORMATS
 
+from umop_yolo.data.images import image_problem
 from umop_yolo.data.labels import Reporter, Sample
 from umop_yolo.errors import UserInputError
 
@@ -77,7 +79,7 @@ def _class_id(parts: list[str]) -> int | None:
 
 
 def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
-    """Check every label row of `images`; bad rows go to `report`, the samples keep the good rows.
+    """Check every image and label row of `images`; unreadable images and bad rows go to `report` and are left out.
 
     A few rows with a class id >= nc are stray labels (warned, skipped); when most rows are, the class list itself is
     wrong and a UserInputError names it.
@@ -85,6 +87,9 @@ def audit_split(images: list[Path], nc: int, report: Reporter) -> list[Sample]:
     samples = []
     n_rows, beyond = 0, []  # (class id, where) of rows whose class id is >= nc
     for image in images:
+        if problem := image_problem(image):
+            report(str(image), problem, "image")
+            continue
         lf = label_file(image)
         try:
             text = lf.read_text(encoding="utf-8-sig")
