@@ -82,7 +82,7 @@ def bad_inputs(tmp_path):
         "negative image size": ("imgsz=-64", "imgsz=-64 must be a positive integer"),
         "negative batch": ("batch=-3", "batch=-3 must be an integer >= 1"),  # Ultralytics: AutoBatch, 16 on CPU
         "epochs not a number": ("epochs=abc", "'epochs=abc' is of invalid type str"),  # a 24-line TypeError
-        "missing CUDA device": ("device=7", "device=7: torch sees"),
+        "missing CUDA device": ("device=0,7", "device=0,7: torch sees"),
         "negative workers": ("workers=-2", "workers=-2 must be an integer >= 0"),
     }
 

@@ -113,9 +113,9 @@ def check_device(device: Any) -> None:
         if index == "-1" or (index.isdigit() and (int(index) < count or index in visible)):
             continue
         if index.isdigit():
-            raise UserInputError(f"device={device}: torch sees {count} CUDA device(s) here (torch.cuda.device_count()),"
-                                 " use device=cpu or an index below that count")
-        raise UserInputError(f"device={device!r} must be cpu, mps, or CUDA indices such as 0 or 0,1 (-1: an idle GPU)")
+            raise UserInputError(f"device={text}: torch sees {count} CUDA device(s) here (torch.cuda.device_count()), "
+                                 "use device=cpu or an index below that count")
+        raise UserInputError(f"device={text!r} must be cpu, mps, or CUDA indices such as 0 or 0,1 (-1: an idle GPU)")
 
 
 def check_values(args: dict[str, Any], training: bool) -> None:
