@@ -25,9 +25,9 @@ class CocoDetectionValidator(DetectionValidator):
 
     Ground truth is the data dict's `<split>_json` (e.g. `val_json`, a COCO instances file: images matched by the
     converter's id map or by relative path, see `eval.coco_json`; class i -> i-th smallest category id), else it is
-    built from the YOLO labels and cached as JSON beside them (`labels/<split>.coco.json`;
-    `<UMOP_CACHE_DIR>/coco_gt/` if that folder is read-only). The six numbers are
-    printed, added to the metrics dict as `metrics/AP(COCO)` ... `metrics/APl(COCO)`, and COCO AP is the fitness.
+    built from the YOLO labels and cached as JSON beside them (`labels/<split>.coco.json`; `<UMOP_CACHE_DIR>/coco_gt/`
+    if that folder is read-only). The six numbers are printed (nan, shown as "-", for a size range without ground
+    truth), added to the metrics dict as `metrics/AP(COCO)` ... `metrics/APl(COCO)`, and COCO AP is the fitness.
     Standalone runs also write `predictions.json`, `coco_metrics.md/.csv` and, with `per_class=True`,
     `coco_per_class.md/.csv` into the save dir.
     """
