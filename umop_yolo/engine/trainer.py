@@ -6,14 +6,17 @@ from copy import copy
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import optim
 from ultralytics.cfg import cfg2dict, get_save_dir
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, RANK, WORLD_SIZE
+from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, remove_leftovers, trim_epochs
+from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
@@ -44,8 +47,15 @@ def _plot_levels(trainer: "UmopTrainer") -> None:
         plot_run(trainer.save_dir)
 
 
-LEVEL_CALLBACKS = {"on_train_epoch_start": _start_level_epoch, "on_train_batch_end": _record_level_stats,
-                   "on_train_end": _plot_levels}
+def _watch_divergence(trainer: "UmopTrainer") -> None:
+    """on_train_batch_end: the step loss into the divergence monitor. Ultralytics' progress bar has just read this
+    step's loss items to the host, so this read waits for no further device work."""
+    if RANK in {-1, 0}:
+        trainer.divergence.step(float(trainer.loss.detach()))
+
+
+TRAIN_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
+                   ("on_train_batch_end", _watch_divergence), ("on_train_end", _plot_levels))
 
 
 class UmopTrainer(DetectionTrainer):
@@ -67,7 +77,8 @@ class UmopTrainer(DetectionTrainer):
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
         self.level_recorder = LevelRecorder(self.save_dir / "levels.csv", self.args.level_log_interval)
-        for event, callback in LEVEL_CALLBACKS.items():
+        self.divergence = DivergenceMonitor()
+        for event, callback in TRAIN_CALLBACKS:
             if callback not in self.callbacks[event]:  # DDP workers receive ours pickled
                 self.add_callback(event, callback)
 
@@ -156,6 +167,37 @@ class UmopTrainer(DetectionTrainer):
             return super().final_eval()
         with atomic_weights(self, copy_existing=True):
             super().final_eval()
+
+    def validate(self) -> tuple[dict | None, float | None]:
+        """Ultralytics' validation; its loss is checked against the epoch's training loss for an explosion."""
+        metrics, fitness = super().validate()
+        if metrics is not None and self.tloss:
+            val_loss = sum(v for k, v in metrics.items() if k.startswith("val/"))
+            self.divergence.validated(sum(float(v) for v in self.tloss.values()), val_loss)
+        return metrics, fitness
+
+    def _handle_nan_recovery(self, epoch: int) -> bool:
+        """Ultralytics' NaN/Inf recovery, and the same for an exploded finite loss: reload last.pt and redo the
+        epoch (at most 3 times in a row), or stop with one line naming the learning rate."""
+        cause = [self.divergence.pop_cause() if RANK in {-1, 0} else None]
+        if RANK != -1:
+            dist.broadcast_object_list(cause, 0)  # every rank recovers, or stops, together
+        if cause[0] is None:
+            return super()._handle_nan_recovery(epoch)
+        self.nan_recovery_attempts += 1
+        where = f"training diverged in epoch {epoch + 1}: {cause[0]}"
+        lr = f"the learning rate is likely too high (lr0={self.args.lr0}, optimizer={self.args.optimizer}): lower lr0"
+        if self.nan_recovery_attempts > 3:
+            raise DivergenceError(f"{where}, again after 3 reloads of last.pt; {lr}")
+        if (epoch == self.start_epoch and not self.resume) or not self.last.is_file():
+            raise DivergenceError(f"{where}, before this run saved a last.pt to reload; {lr}")
+        LOGGER.warning(f"{where}; reloading last.pt (attempt {self.nan_recovery_attempts}/3)")
+        self._model_train()
+        ckpt = load_checkpoint(self.last)[1]
+        unwrap_model(self.model).load_state_dict(ckpt["ema"].float().state_dict())
+        self._load_checkpoint_state(ckpt)  # optimizer, scaler, EMA, best fitness
+        self.scheduler.last_epoch = epoch - 1  # the epoch starts again with its own learning rate
+        return True
 
     def resume_training(self, ckpt: dict | None) -> None:
         """Ultralytics' resume (optimizer, EMA, scheduler, epoch), then results.csv cut back to the saved epochs."""
