@@ -211,3 +211,15 @@ def test_predict_on_an_unreadable_image_or_a_missing_source_is_one_line(tmp_path
     for source, message in expected.items():
         assert main(["predict", f"model={weights}", f"source={source}"]) == 2
         assert capsys.readouterr().err.strip() == f"umop: error: {message}"
+
+
+def test_val_of_a_checkpoint_whose_dataset_is_gone_is_one_line(tmp_path, capsys):
+    import torch
+
+    from umop_yolo.engine.model import build_model
+
+    weights, gone = tmp_path / "m.pt", tmp_path / "gone" / "data.yaml"
+    model = build_model("yolov8n.yaml", nc=1, verbose=False)
+    torch.save({"model": model, "train_args": {"data": str(gone), "imgsz": 64}}, weights)
+    assert main(["val", f"model={weights}", "device=cpu"]) == 2  # Ultralytics tried to download coco8 instead
+    assert capsys.readouterr().err.strip() == f"umop: error: data YAML '{gone}' not found"

@@ -56,8 +56,9 @@ def val(args: dict[str, Any]) -> Any:
     from umop_yolo.data.resolve import resolve_data
 
     model = _model_api(args)
-    if "data" in args:
-        args["data"] = resolve_data(args["data"])
+    data = args.get("data") or model.overrides.get("data")  # default: the data the checkpoint was trained on
+    if data:
+        args["data"] = resolve_data(data)  # checked here: Ultralytics would try to download a missing dataset
     return model.val(**args)
 
 
