@@ -1,4 +1,5 @@
-"""`UmopTrainer`: Ultralytics' DetectionTrainer building our models, checking UMOP settings, recording per-level stats."""
+"""`UmopTrainer`: Ultralytics' DetectionTrainer building our models, checking UMOP settings, recording per-level stats,
+holding its run directory's lock, and recovering from loss explosions as from NaNs."""
 
 from __future__ import annotations
 
@@ -186,6 +187,7 @@ class UmopTrainer(DetectionTrainer):
             return super()._handle_nan_recovery(epoch)
         self.nan_recovery_attempts += 1
         where = f"training diverged in epoch {epoch + 1}: {cause[0]}"
+        # optimizer=auto has put its choice into args by now: name the optimizer and lr0 that were used
         lr = f"the learning rate is likely too high (lr0={self.args.lr0}, optimizer={self.args.optimizer}): lower lr0"
         if self.nan_recovery_attempts > 3:
             raise DivergenceError(f"{where}, again after 3 reloads of last.pt; {lr}")
