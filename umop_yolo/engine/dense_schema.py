@@ -26,6 +26,7 @@ from typing import Any
 from ultralytics.nn.tasks import yaml_model_load
 from ultralytics.utils import YAML
 
+from umop_yolo.cfg import MODELS_DIR, find_file, resolve_model
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn.detectors import DETECTORS
 
@@ -75,8 +76,6 @@ def load_model_yaml(cfg: str | Path | dict) -> dict:
     """A model YAML as a dict: a dict as given, a path, or a bare name in cfg/models."""
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg)
-    from umop_yolo.cfg import MODELS_DIR, find_file
-
     path = find_file(cfg, MODELS_DIR, "model")
     return {**YAML.load(path), "yaml_file": str(path)}
 
@@ -84,16 +83,15 @@ def load_model_yaml(cfg: str | Path | dict) -> dict:
 def yolo_model_dict(name: Any) -> dict:
     """The Ultralytics model dict `backbone.yolo` names (a file, a name in cfg/models, or one of Ultralytics' own such
     as yolov8n.yaml; the scale letter picks the width), checked to end in a detection layer with a list of inputs."""
-    from umop_yolo.cfg import resolve_model
-
     if not isinstance(name, (str, Path)) or not str(name).endswith((".yaml", ".yml")):
-        raise UserInputError(f"model YAML: backbone.yolo={name!r} must name an Ultralytics model YAML, e.g. yolov8n.yaml")
+        raise UserInputError(f"model YAML: backbone.yolo={name!r} must name an Ultralytics model YAML (yolov8n.yaml)")
     try:
         spec = yaml_model_load(resolve_model(str(name)))
     except FileNotFoundError:
-        raise UserInputError(f"model YAML: backbone.yolo '{name}' not found (cfg/models or Ultralytics' YAMLs)") from None
-    rows = spec.get("head") or []
-    if "detector" in spec or not rows or not isinstance(rows[-1][0], list):
+        raise UserInputError(f"model YAML: backbone.yolo '{name}' not found (cfg/models, Ultralytics' YAMLs)") from None
+    head = spec.get("head")
+    last = head[-1] if isinstance(head, list) and head else None
+    if "detector" in spec or not (isinstance(last, list) and last and isinstance(last[0], list)):
         raise UserInputError(f"model YAML: backbone.yolo '{name}' is not a YOLO detection YAML (its last layer "
                              "must be a Detect with a list of inputs)")
     return spec
