@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from umop_yolo.distributed import mean_across_ranks
 from umop_yolo.errors import UserInputError
 
 STATISTICS = ("released", "paper")
@@ -185,7 +186,7 @@ class ProgressiveFocalLoss:
         ratio = num / den.clamp_min(_TINY)
         c = ratio if self.statistic == "released" else -ratio.clamp_min(_TINY).log()
         c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
-        c = _average_across_ranks(c)
+        c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
         gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
         alpha = self.w / gamma  # Eq. (5)
         return gamma, alpha, c
@@ -235,15 +236,3 @@ class ProgressiveFocalLoss:
         level_loss = torch.stack([x.sum() for x in losses]) * self.level_weights(targets, normalizer)
         stats["loss"] = level_loss.detach()
         return level_loss.sum(), stats
-
-
-def _average_across_ranks(c: Tensor) -> Tensor:
-    """Mean of C_l over DDP ranks, as the authors' code does, so every rank uses the same gamma_l.
-
-    Only while gradients are enabled: validation runs on uneven shards, where a collective would hang.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized() and torch.is_grad_enabled()):
-        return c
-    c = c.clone()
-    torch.distributed.all_reduce(c)
-    return c / torch.distributed.get_world_size()

@@ -14,22 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from umop_yolo.distributed import mean_across_ranks
 from umop_yolo.nn.assigners import Assignment, ATSSAssigner, MaxIoUAssigner
 from umop_yolo.nn.box_coder import DeltaXYWHBoxCoder
 from umop_yolo.nn.iou import giou
 from umop_yolo.pfl import ProgressiveFocalLoss
 
 IGNORED_LOGIT = -100.0  # sigmoid ~ 4e-44: focal loss and its gradient are 0 in fp32
-
-
-def mean_across_ranks(x: Tensor) -> Tensor:
-    """Mean over DDP ranks (MMDetection's reduce_mean of the normalisers), only while gradients are enabled."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and torch.is_grad_enabled()):
-        return x
-    x = x.detach().clone()
-    dist.all_reduce(x)
-    return x / dist.get_world_size()
 
 
 def gather_boxes(boxes: Tensor, gt_index: Tensor) -> Tensor:
