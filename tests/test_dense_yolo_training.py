@@ -5,6 +5,8 @@ import csv
 import math
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from ultralytics.utils.callbacks import base
 
@@ -43,12 +45,18 @@ def check_run(run_dir: Path, epochs: int, umop: bool) -> None:
 @pytest.mark.parametrize("cfg, model", [("yolov8n_retinanet_focal", "retinanet_yolov8n.yaml"),
                                         ("yolov8n_atss_focal", "atss_yolo11n.yaml"),
                                         ("yolov8n_retinanet_umop", "retinanet_yolo11n.yaml")])
-def test_each_yaml_trains_an_epoch_and_validates(cfg, model, tiny_shapes, tmp_path):
+def test_each_yaml_trains_an_epoch_validates_and_predicts(cfg, model, tiny_shapes, tmp_path):
     run("train", [f"cfg={cfg}", f"model={model}", f"data={tiny_shapes}", f"project={tmp_path}", *TINY])
     check_run(tmp_path / "run", epochs=1, umop=cfg.endswith("umop"))
-    metrics = run("val", [f"model={tmp_path / 'run' / 'weights' / 'best.pt'}", f"data={tiny_shapes}", "imgsz=64",
-                          "batch=8", "augment=true", f"project={tmp_path}", "name=val"])  # TTA through NMS
+    best = tmp_path / "run" / "weights" / "best.pt"
+    metrics = run("val", [f"model={best}", f"data={tiny_shapes}", "imgsz=64", "batch=8", "augment=true",
+                          f"project={tmp_path}", "name=val"])  # TTA through NMS
     assert 0 <= metrics.box.map <= 1
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (80, 100, 3), dtype=np.uint8))
+    results = run("predict", [f"model={best}", f"source={image}", "imgsz=64", "save=false", f"project={tmp_path}",
+                              "name=predict"])
+    assert len(results) == 1 and results[0].orig_shape == (80, 100) and results[0].boxes.data.shape[1] == 6
 
 
 def test_atss_yolov8n_umop_resumes_after_an_interruption_and_feeds_analyze(tiny_shapes, tmp_path, monkeypatch):
