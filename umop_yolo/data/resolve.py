@@ -21,9 +21,10 @@ from typing import Any
 import yaml
 
 import umop_yolo
+from umop_yolo.atomic import write_text_atomic
 from umop_yolo.cfg import load_yaml
 from umop_yolo.data import shapes
-from umop_yolo.data.cache import atomic_build, cache_root, short_hash, write_text_atomic
+from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 from umop_yolo.data.convert import box_convention, check_format, convert_sources
 from umop_yolo.data.labels import Reporter, Sample, write_split
 from umop_yolo.data.yolo import audit_split, check_split, list_images

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image
 from ultralytics.data.utils import exif_size
 
+from umop_yolo.atomic import write_text_atomic
 from umop_yolo.data.cache import cache_root
 
 
@@ -104,18 +104,6 @@ def _writable_dir(folder: Path) -> bool:
     return folder.is_dir() and bool(folder.stat().st_mode & 0o200) and os.access(folder, os.W_OK)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and rename, so a concurrent reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_yolo_gt(
     labels: Sequence[Mapping],
     names: Mapping[int, str],
@@ -139,8 +127,7 @@ def cached_yolo_gt(
     gt = {"info": info, **yolo_to_coco(labels, names)}
     for path in ([cache_file] if _writable_dir(cache_file.parent) else []) + [fallback]:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(path, gt)
+            write_text_atomic(path, json.dumps(gt))  # a concurrent reader never sees half a file
             return gt, path
         except OSError:
             continue
