@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_train_args
 from umop_yolo.cli import main
-from umop_yolo.engine.checkpoint import PARTIAL_PREFIX, atomic_weights
+from umop_yolo.engine.saving import PARTIAL_PREFIX, atomic_weights
 from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
 
 HOLD_LOCK = """

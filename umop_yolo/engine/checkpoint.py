@@ -1,27 +1,19 @@
-"""Checkpoint I/O: restricted loading of `.pt` files, atomic writes of a run's weights, results.csv after a crash.
+"""Checkpoint loading: restricted unpickling of `.pt` files, and routing Ultralytics' loads through it.
 
-Loading. Ultralytics reads every checkpoint (train `model=`/`pretrained=`, resume, val, predict, export, the final
+Ultralytics reads every checkpoint (train `model=`/`pretrained=`, resume, val, predict, export, the final
 validation) through `ultralytics.nn.tasks.load_checkpoint` -> `torch_safe_load` -> the module-level `torch_load` of
 `ultralytics.nn.tasks`. `checkpoint_loading()` points that one name at `load_file` for the duration of a call from our
 entry points (`UmopTrainer`, `UmopYOLO`), and restores it afterwards; nothing is patched at import time. `load_file`
 unpickles with `safe_pickle` unless the file is trusted (`trust_checkpoint=true`), and turns every failure into one
-`CheckpointError` line naming the file, so a missing module never reaches Ultralytics' pip auto-install.
-
-Writing. `atomic_weights()` lets Ultralytics write `last.pt`, `best.pt` and `epochN.pt` into a hidden folder next to
-them and then moves each file over its final name with `os.replace`, so a crash at any moment leaves either the old or
-the new complete file. A save removes only its own folder; folders of killed processes are removed by
-`remove_leftovers` when the next training has locked the run directory (`run_lock`), so no live save is touched.
+`CheckpointError` line naming the file, so a missing module never reaches Ultralytics' pip auto-install. Writing a
+run's weights is `engine.saving`.
 """
 
 from __future__ import annotations
 
 import ast
-import logging
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -30,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ultralytics.utils import LOGGER
 
 from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.safe_pickle import CheckpointError
 
-PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
 _ACTIVATION = re.compile(r"(torch\.)?nn\.[A-Za-z]\w*")
 
 
@@ -136,104 +126,3 @@ def checkpoint_loading(trusted: bool = False) -> Iterator[None]:
             _depth -= 1
             if _depth == 0:
                 tasks.torch_load = _saved
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(src: Path, dst: Path) -> None:
-    """Move the complete file `src` over `dst` (same folder tree): readers see the old or the new file, never a mix."""
-    _fsync(src)
-    os.replace(src, dst)
-    if os.name == "posix":  # the rename itself survives a power loss once its folder is synced
-        _fsync(dst.parent)
-
-
-class _FinalPaths(logging.Filter):
-    """Log lines name a file's final path, not its place in the temporary folder (`Optimizer stripped from ...`)."""
-
-    def __init__(self, tmp: Path, final: Path) -> None:
-        super().__init__()
-        self.tmp, self.final = str(tmp), str(final)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.tmp in message:
-            record.msg, record.args = message.replace(self.tmp, self.final), None
-        return True
-
-
-@contextmanager
-def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
-    """Point `trainer.wdir/last/best` at a hidden folder inside `wdir`; on success move every file written there.
-
-    `copy_existing` starts the folder with copies of last.pt and best.pt, for steps that rewrite them in place
-    (Ultralytics' final `strip_optimizer`). On an exception nothing is moved. Only this call's folder is removed.
-    """
-    wdir, last, best = trainer.wdir, trainer.last, trainer.best
-    wdir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
-    paths = _FinalPaths(tmp, wdir)
-    LOGGER.addFilter(paths)
-    try:
-        if copy_existing:
-            for f in (last, best):
-                if f.is_file():
-                    shutil.copyfile(f, tmp / f.name)
-        trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
-        yield
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
-            replace_atomically(f, wdir / f.name)
-    finally:
-        LOGGER.removeFilter(paths)
-        trainer.wdir, trainer.last, trainer.best = wdir, last, best
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_leftovers(run_dir: Path) -> None:
-    """Remove the temporary files and folders (`.partial-*`) that killed processes left in a run directory.
-
-    Call only while holding the run directory's lock: then no live process is writing them.
-    """
-    for folder in (run_dir, run_dir / "weights"):
-        for stale in folder.glob(f"{PARTIAL_PREFIX}*"):
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
-
-
-def trim_epochs(csv: Path, epochs: int) -> None:
-    """Keep the header and the complete rows of epochs 1..`epochs` of a per-epoch log (atomically).
-
-    The log is a CSV with an `epoch` column: results.csv, levels.csv. A run killed after logging an epoch but before
-    saving its checkpoint, or in the middle of a row, leaves rows the resumed run would write again; so does an epoch
-    that is redone after a NaN or divergence recovery.
-    """
-    if not csv.is_file():
-        return
-    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
-    if not lines:
-        return
-    header = [name.strip() for name in lines[0].split(",")]
-    if "epoch" not in header:
-        return
-    column, width = header.index("epoch"), len(header)
-
-    def complete_and_saved(row: str) -> bool:
-        fields = row.split(",")
-        try:
-            return row.endswith("\n") and len(fields) == width and float(fields[column]) <= epochs
-        except ValueError:
-            return False
-
-    kept = lines[:1] + [row for row in lines[1:] if complete_and_saved(row)]
-    if kept != lines:
-        tmp = csv.with_name(f"{PARTIAL_PREFIX}{csv.name}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        replace_atomically(tmp, csv)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from umop_yolo.engine.checkpoint import trim_epochs
+from umop_yolo.engine.saving import trim_epochs
 
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
 QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}

@@ -16,12 +16,13 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.checkpoint import atomic_weights, checkpoint_loading, remove_leftovers, trim_epochs
+from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
+from umop_yolo.engine.saving import atomic_weights, remove_leftovers, trim_epochs
 from umop_yolo.engine.schedule import step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args

@@ -1,0 +1,107 @@
+"""Saving into a run directory so that a crash at any moment leaves complete files (`.partial-*` temporaries).
+
+`atomic_weights()` lets Ultralytics write `last.pt`, `best.pt` and `epochN.pt` into a hidden folder next to them and
+then moves each file over its final name, so a crash leaves either the old or the new complete file. A save removes
+only its own folder; folders of killed processes are removed by `remove_leftovers` when the next training has locked
+the run directory (`run_lock`), so no live save is touched. `trim_epochs` cuts the per-epoch logs back to the saved
+checkpoint. Loading checkpoints is `engine.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import LOGGER
+
+from umop_yolo.atomic import replace_file, write_text_atomic
+
+PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
+
+
+class _FinalPaths(logging.Filter):
+    """Log lines name a file's final path, not its place in the temporary folder (`Optimizer stripped from ...`)."""
+
+    def __init__(self, tmp: Path, final: Path) -> None:
+        super().__init__()
+        self.tmp, self.final = str(tmp), str(final)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.tmp in message:
+            record.msg, record.args = message.replace(self.tmp, self.final), None
+        return True
+
+
+@contextmanager
+def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
+    """Point `trainer.wdir/last/best` at a hidden folder inside `wdir`; on success move every file written there.
+
+    `copy_existing` starts the folder with copies of last.pt and best.pt, for steps that rewrite them in place
+    (Ultralytics' final `strip_optimizer`). On an exception nothing is moved. Only this call's folder is removed.
+    """
+    wdir, last, best = trainer.wdir, trainer.last, trainer.best
+    wdir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
+    paths = _FinalPaths(tmp, wdir)
+    LOGGER.addFilter(paths)
+    try:
+        if copy_existing:
+            for f in (last, best):
+                if f.is_file():
+                    shutil.copyfile(f, tmp / f.name)
+        trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
+        yield
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
+            replace_file(f, wdir / f.name, durable=True)
+    finally:
+        LOGGER.removeFilter(paths)
+        trainer.wdir, trainer.last, trainer.best = wdir, last, best
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Remove the temporary files and folders (`.partial-*`) that killed processes left in a run directory.
+
+    Call only while holding the run directory's lock: then no live process is writing them.
+    """
+    for folder in (run_dir, run_dir / "weights"):
+        for stale in folder.glob(f"{PARTIAL_PREFIX}*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def trim_epochs(csv: Path, epochs: int) -> None:
+    """Keep the header and the complete rows of epochs 1..`epochs` of a per-epoch log (atomically).
+
+    The log is a CSV with an `epoch` column: results.csv, levels.csv. A run killed after logging an epoch but before
+    saving its checkpoint, or in the middle of a row, leaves rows the resumed run would write again; so does an epoch
+    that is redone after a NaN or divergence recovery.
+    """
+    if not csv.is_file():
+        return
+    lines = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not lines:
+        return
+    header = [name.strip() for name in lines[0].split(",")]
+    if "epoch" not in header:
+        return
+    column, width = header.index("epoch"), len(header)
+
+    def complete_and_saved(row: str) -> bool:
+        fields = row.split(",")
+        try:
+            return row.endswith("\n") and len(fields) == width and float(fields[column]) <= epochs
+        except ValueError:
+            return False
+
+    kept = lines[:1] + [row for row in lines[1:] if complete_and_saved(row)]
+    if kept != lines:
+        write_text_atomic(csv, "".join(kept), prefix=PARTIAL_PREFIX, durable=True)
