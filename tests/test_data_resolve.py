@@ -9,11 +9,10 @@ from conftest import COCO128
 import yaml
 from ultralytics.data.utils import check_det_dataset
 
+from umop_yolo.cfg import DATA_DIR
 from umop_yolo.data import resolve
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.shapes import ShapesSpec, spec_from_yaml
-
-REPO_DATA = Path(resolve.__file__).resolve().parents[2] / "data"
 
 
 def yolo_dataset(root: Path, labels: dict[str, str]) -> None:
@@ -63,11 +62,11 @@ def test_bare_names_are_looked_up_in_the_repo_data_folder(tmp_path, cache, monke
 
 def test_repo_yamls_parse():
     """data/shapes.yaml is the default generator spec; coco and coco128 are well-formed."""
-    shapes_cfg = yaml.safe_load((REPO_DATA / "shapes.yaml").read_text())
+    shapes_cfg = yaml.safe_load((DATA_DIR / "shapes.yaml").read_text())
     assert spec_from_yaml(shapes_cfg["generate"], shapes_cfg["names"]) == ShapesSpec()
-    coco = yaml.safe_load((REPO_DATA / "coco.yaml").read_text())
+    coco = yaml.safe_load((DATA_DIR / "coco.yaml").read_text())
     assert coco["format"] == "coco" and coco["val_json"].endswith("instances_val2017.json")
-    assert len(yaml.safe_load((REPO_DATA / "coco128.yaml").read_text())["names"]) == 80
+    assert len(yaml.safe_load((DATA_DIR / "coco128.yaml").read_text())["names"]) == 80
 
 
 def test_coco128_by_bare_name(cache):

@@ -16,6 +16,7 @@ from umop_yolo.errors import InputNotFoundError, UserInputError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = REPO_ROOT / "cfg"
 MODELS_DIR = CFG_DIR / "models"
+DATA_DIR = REPO_ROOT / "data"  # dataset YAMLs, found by bare name (data=shapes)
 DEFAULT_EXPERIMENT = "yolov8n_umop.yaml"
 
 

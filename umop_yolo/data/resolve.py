@@ -20,9 +20,8 @@ from typing import Any
 
 import yaml
 
-import umop_yolo
 from umop_yolo.atomic import write_text_atomic
-from umop_yolo.cfg import load_yaml
+from umop_yolo.cfg import DATA_DIR, load_yaml
 from umop_yolo.data import shapes
 from umop_yolo.data.cache import atomic_build, cache_root, short_hash
 from umop_yolo.data.convert import box_convention, check_format, convert_sources
@@ -30,7 +29,6 @@ from umop_yolo.data.labels import Reporter, Sample, write_split
 from umop_yolo.data.yolo import audit_split, check_split, list_images
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
-DATA_DIR = Path(umop_yolo.__file__).resolve().parents[1] / "data"
 SPLITS = ("train", "val", "test")
 COCO_FILES = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("json", "image_ids"))  # see eval.coco_json
 CONSUMED = ("format", "path", "download", "names", "nc", "voc_box", *COCO_FILES, *SPLITS)
