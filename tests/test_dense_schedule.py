@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from umop_yolo.cfg import CFG_DIR, MODELS_DIR
-from umop_yolo.engine.schedule import check_schedule, step_lr_lambda
+from umop_yolo.engine.schedule import step_lr_lambda
+from umop_yolo.settings import check_schedule
 
 EXPERIMENTS = sorted(p for p in CFG_DIR.glob("*.yaml") if p.stem.startswith(("retinanet", "atss")))
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from umop_yolo.pfl import ProgressiveFocalLoss, focal_loss, level_statistic
+from umop_yolo.errors import UserInputError
+from umop_yolo.pfl import ProgressiveFocalLoss, check_pfl, focal_loss, level_statistic
 
 
 def binary_levels(seed=0, sizes=(64, 16, 4), nc=3, scale=3.0):
@@ -52,7 +53,7 @@ def test_released_statistic_drops_entries_with_p_exactly_one():
 def test_paper_statistic_is_neg_log_of_mean_p_eq4():
     x = torch.tensor([[2.0, -1.0], [0.5, 0.0], [-3.0, 1.0]])
     t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    pfl = ProgressiveFocalLoss(statistic="paper", delta=1.9)
+    pfl = ProgressiveFocalLoss(statistic="paper", delta=1.9, w=0.05)
     _, _, c = pfl.level_params([x], [t])
     expected = -math.log(torch.sigmoid(torch.tensor([2.0, 0.5, 1.0])).mean().item())
     assert c.item() == pytest.approx(expected, rel=1e-6)
@@ -78,7 +79,7 @@ def test_each_level_uses_its_own_gamma():
 
 def test_without_lrp_all_levels_share_one_pooled_gamma():
     logits, targets = binary_levels(scale=1.0)
-    _, stats = ProgressiveFocalLoss(delta=1.5, levelwise=False)(logits, targets, 1.0)
+    _, stats = ProgressiveFocalLoss(delta=1.5, w=0.25, levelwise=False)(logits, targets, 1.0)
     pooled_x = torch.cat([x for x in logits])[torch.cat(targets) > 0]
     expected = -torch.nn.functional.logsigmoid(pooled_x).mean()
     torch.testing.assert_close(stats["gamma"], expected.expand(3))
@@ -181,6 +182,19 @@ def test_invalid_settings_name_the_bad_value():
         ProgressiveFocalLoss(statistic="median")
     with pytest.raises(ValueError, match="reduction"):
         ProgressiveFocalLoss(reduction="max")
+
+
+def test_w_at_or_above_the_lower_clamp_is_refused_so_alpha_stays_below_one():
+    """alpha_l = w / gamma_l (Eq. 5) must stay < 1 down to gamma_l = gamma - delta, or negatives get 1 - alpha_l <= 0."""
+    with pytest.raises(UserInputError, match=r"^w=1.6 must be < gamma - delta = 1.5 "):
+        ProgressiveFocalLoss(w=1.6, gamma=2, delta=0.5)
+    with pytest.raises(UserInputError, match=r"^w=1.5 must be"):
+        ProgressiveFocalLoss(w=1.5, gamma=2, delta=0.5)
+    with pytest.raises(UserInputError, match=r"^pfl_w=1.6 must be < pfl_gamma - pfl_delta = 1.5 "):
+        check_pfl(2.0, 0.5, 1.6, names={"gamma": "pfl_gamma", "delta": "pfl_delta", "w": "pfl_w"})
+    with pytest.raises(UserInputError, match=r"^gamma=True must be a number$"):
+        ProgressiveFocalLoss(gamma=True)
+    assert ProgressiveFocalLoss(w=1.49, gamma=2, delta=0.5).w == 1.49  # just below the bound
 
 
 @pytest.mark.parametrize("form", ["varifocal", "negatives"])

@@ -26,7 +26,7 @@ def _rank_inputs(rank: int):
 def _worker(rank: int, port: int, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9)
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05)
     logits, targets = _rank_inputs(rank)
     _, train_stats = pfl(logits, targets, 1.0)
     with torch.no_grad():  # validation: local statistic, no collective (uneven shards would hang)
@@ -38,7 +38,7 @@ def _worker(rank: int, port: int, out: dict) -> None:
 def test_ranks_share_the_mean_statistic_and_validation_stays_local():
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
-    local = [ProgressiveFocalLoss(gamma=2.0, delta=1.9).level_params(*_rank_inputs(r))[2] for r in (0, 1)]
+    local = [ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05).level_params(*_rank_inputs(r))[2] for r in (0, 1)]
     expected = (local[0] + local[1]) / 2  # the released code: mean over GPUs of each GPU's C_l
     for rank in (0, 1):
         torch.testing.assert_close(out[rank][0], expected)

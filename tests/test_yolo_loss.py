@@ -9,7 +9,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
-from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss
+from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss, pfl_from_args
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.pfl import ProgressiveFocalLoss
 
@@ -53,6 +53,17 @@ def test_umop_true_replaces_only_the_classification_term():
     assert not torch.equal(l1[1], l2[1])
     l2.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in ours.parameters() if p.grad is not None)
+
+
+def test_pfl_from_args_reads_every_setting_and_the_focal_baseline_has_delta_zero():
+    a = args(pfl_gamma=1.5, pfl_delta=0.25, pfl_w=0.4, pfl_statistic="paper", lrp_reduction="mean", pfl_form="varifocal",
+             lrp=False)
+    pfl = pfl_from_args(a)
+    assert (pfl.gamma, pfl.delta, pfl.w, pfl.statistic, pfl.reduction, pfl.form, pfl.levelwise, pfl.single_label) == (
+        1.5, 0.25, 0.4, "paper", "mean", "varifocal", False, True)
+    focal = pfl_from_args(a, focal_baseline=True)  # RetinaNet / ATSS with umop=false: Eq. (3), one fixed gamma, alpha
+    assert (focal.gamma, focal.delta, focal.w, focal.single_label) == (1.5, 0.0, 0.4, True)
+    assert (focal.statistic, focal.reduction, focal.form, focal.levelwise) == ("released", "sum", "focal", True)
 
 
 @pytest.mark.parametrize("form", ["varifocal", "negatives"])

@@ -25,6 +25,9 @@ The last two keep BCE's positive signal, which the focal modulator |t - p|^gamma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,7 +38,42 @@ from umop_yolo.errors import UserInputError
 STATISTICS = ("released", "paper")
 FORMS = ("focal", "varifocal", "negatives")
 REDUCTIONS = ("sum", "mean")
+CHOICES = {"statistic": STATISTICS, "reduction": REDUCTIONS, "form": FORMS}
+# The paper's settings, the one source of every default (ProgressiveFocalLoss's arguments, UMOP's settings).
+DEFAULTS = {"gamma": 2.0, "delta": 0.5, "w": 0.5, "statistic": "released", "reduction": "sum", "form": "focal",
+            "levelwise": True}
 _TINY = 1e-12  # keeps |t - p| ** gamma differentiable at p == t for any gamma > 0
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserInputError(f"{name}={value!r} must be a number")
+    return float(value)
+
+
+def check_pfl(gamma: Any, delta: Any, w: Any, statistic: Any = DEFAULTS["statistic"],
+              reduction: Any = DEFAULTS["reduction"], form: Any = DEFAULTS["form"],
+              levelwise: Any = DEFAULTS["levelwise"], names: Mapping[str, str] | None = None) -> None:
+    """Raise UserInputError naming the first bad PFL setting: gamma > 0, 0 <= delta < gamma (Eq. 4), w > 0 and
+    w < gamma - delta, so alpha_l = w / gamma_l < 1 on every level (Eq. 5) and negatives keep a weight 1 - alpha_l > 0;
+    statistic, reduction and form from `CHOICES`; levelwise a bool. `names` maps an argument to the name the message
+    uses (a settings key such as pfl_gamma); by default the argument's own name."""
+    name = {key: key for key in DEFAULTS} | dict(names or {})
+    if not isinstance(levelwise, bool):
+        raise UserInputError(f"{name['levelwise']}={levelwise!r} must be true or false")
+    gamma, delta, w = _number(name["gamma"], gamma), _number(name["delta"], delta), _number(name["w"], w)
+    if gamma <= 0:
+        raise UserInputError(f"{name['gamma']}={gamma} must be > 0")
+    if not 0 <= delta < gamma:
+        raise UserInputError(f"{name['delta']}={delta} must be >= 0 and < {name['gamma']}={gamma}")
+    if w <= 0:
+        raise UserInputError(f"{name['w']}={w} must be > 0")
+    if w >= gamma - delta:  # alpha_l >= 1 would weight negatives by 1 - alpha_l <= 0: a negative or blind loss
+        raise UserInputError(f"{name['w']}={w} must be < {name['gamma']} - {name['delta']} = {gamma - delta:g} "
+                             "(alpha_l = w / gamma_l < 1)")
+    for key, value in (("statistic", statistic), ("reduction", reduction), ("form", form)):
+        if value not in CHOICES[key]:
+            raise UserInputError(f"{name[key]}={value!r} must be one of {', '.join(CHOICES[key])}")
 
 
 def _negative_weight(alpha: Tensor | float, form: str) -> Tensor | float:
@@ -155,23 +193,16 @@ class ProgressiveFocalLoss:
 
     def __init__(
         self,
-        gamma: float = 2.0,
-        delta: float = 0.5,
-        w: float = 0.5,
-        statistic: str = "released",
-        reduction: str = "sum",
-        levelwise: bool = True,
+        gamma: float = DEFAULTS["gamma"],
+        delta: float = DEFAULTS["delta"],
+        w: float = DEFAULTS["w"],
+        statistic: str = DEFAULTS["statistic"],
+        reduction: str = DEFAULTS["reduction"],
+        levelwise: bool = DEFAULTS["levelwise"],
         single_label: bool = False,
-        form: str = "focal",
+        form: str = DEFAULTS["form"],
     ) -> None:
-        if gamma <= 0 or not 0 <= delta < gamma or w <= 0:
-            raise UserInputError(f"need gamma > 0, 0 <= delta < gamma, w > 0; got gamma={gamma}, delta={delta}, w={w}")
-        if statistic not in STATISTICS:
-            raise UserInputError(f"statistic={statistic!r} must be one of {STATISTICS}")
-        if reduction not in REDUCTIONS:
-            raise UserInputError(f"reduction={reduction!r} must be one of {REDUCTIONS}")
-        if form not in FORMS:
-            raise UserInputError(f"form={form!r} must be one of {FORMS}")
+        check_pfl(gamma, delta, w, statistic, reduction, form, levelwise)
         self.gamma, self.delta, self.w = float(gamma), float(delta), float(w)
         self.statistic, self.reduction, self.levelwise = statistic, reduction, levelwise
         self.single_label, self.form = single_label, form

@@ -9,21 +9,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from umop_yolo import pfl
 from umop_yolo.errors import UserInputError
-from umop_yolo.pfl import FORMS, REDUCTIONS, STATISTICS
+
+# setting -> ProgressiveFocalLoss argument: the core owns their defaults, choices and invariants (`pfl.check_pfl`).
+PFL_KEYS = {"lrp": "levelwise", "pfl_gamma": "gamma", "pfl_delta": "delta", "pfl_w": "w",
+            "pfl_statistic": "statistic", "pfl_form": "form", "lrp_reduction": "reduction"}
+_PFL = {key: pfl.DEFAULTS[arg] for key, arg in PFL_KEYS.items()}
 
 # key: (default, help). Types and ranges are checked by `check_umop_args`.
 UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "umop": (True, "use progressive focal loss per level; false = the detector's stock classification loss"),
-    "lrp": (True, "level-wise resampling: one gamma/alpha per pyramid level (false = one shared over all levels)"),
-    "pfl_gamma": (2.0, "focusing parameter gamma at the centre of the clamp (Eq. 4)"),
-    "pfl_delta": (0.5, "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
-    "pfl_w": (0.5, "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
-    "pfl_statistic": ("released", "C_l: 'released' = mean -log p over positives, 'paper' = -log of mean p (Eq. 4)"),
-    "pfl_form": ("focal", "loss form with (gamma_l, alpha_l): 'focal' = Eq. 3 (quality focal on soft targets), "
-                          "'varifocal' = t BCE on positives, 'negatives' = stock BCE with focal negatives"),
+    "lrp": (_PFL["lrp"], "level-wise resampling: one gamma/alpha per pyramid level (false = one shared over all "
+                         "levels)"),
+    "pfl_gamma": (_PFL["pfl_gamma"], "focusing parameter gamma at the centre of the clamp (Eq. 4)"),
+    "pfl_delta": (_PFL["pfl_delta"], "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
+    "pfl_w": (_PFL["pfl_w"], "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
+    "pfl_statistic": (_PFL["pfl_statistic"], "C_l: 'released' = mean -log p over positives, 'paper' = -log of "
+                                             "mean p (Eq. 4)"),
+    "pfl_form": (_PFL["pfl_form"], "loss form with (gamma_l, alpha_l): 'focal' = Eq. 3 (quality focal on soft "
+                                   "targets), 'varifocal' = t BCE on positives, 'negatives' = stock BCE with focal "
+                                   "negatives"),
     "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
-    "lrp_reduction": ("sum", "'sum' = all levels / total positives (released), 'mean' = mean of level losses (Eq. 1)"),
+    "lrp_reduction": (_PFL["lrp_reduction"], "'sum' = all levels / total positives (released), 'mean' = mean of "
+                                             "level losses (Eq. 1)"),
     "lr_steps": ([], "epochs (0-based) at which lr is multiplied by 0.1, e.g. [8, 11]; [] = Ultralytics' lrf/cos_lr"),
     "warmup_iters": (0, "linear warmup over this many iterations (MMDetection: 500); 0 = Ultralytics' warmup_epochs"),
     "grad_clip": (10.0, "max gradient norm (Ultralytics: 10); 0 = no clipping, as MMDetection's RetinaNet/ATSS"),
@@ -33,7 +42,6 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
                                 "trust; by default only model layers and plain data are loaded"),
 }
 UMOP_DEFAULTS = {k: v[0] for k, v in UMOP_SETTINGS.items()}
-CHOICES = {"pfl_statistic": STATISTICS, "lrp_reduction": REDUCTIONS, "pfl_form": FORMS}  # owned by the core
 
 
 def register() -> None:
@@ -46,36 +54,33 @@ def register() -> None:
             setattr(DEFAULT_CFG, key, value)
 
 
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserInputError(f"{key}={value!r} must be a number")
-    return float(value)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_schedule(epochs: int, lr_steps: Any, warmup_iters: Any, grad_clip: Any) -> None:
+    """Raise UserInputError naming the setting if `lr_steps`, `warmup_iters` or `grad_clip` is malformed."""
+    if not isinstance(lr_steps, (list, tuple)) or not all(_is_int(s) for s in lr_steps):
+        raise UserInputError(f"lr_steps={lr_steps!r} must be a list of epoch numbers, e.g. [8, 11]")
+    if list(lr_steps) != sorted(set(lr_steps)) or any(not 0 < s < epochs for s in lr_steps):
+        raise UserInputError(
+            f"lr_steps={list(lr_steps)} must increase strictly within 1..{epochs - 1} (epochs={epochs})"
+        )
+    if not _is_int(warmup_iters) or warmup_iters < 0:
+        raise UserInputError(f"warmup_iters={warmup_iters!r} must be an integer >= 0 (0: use warmup_epochs)")
+    if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip < 0:
+        raise UserInputError(f"grad_clip={grad_clip!r} must be a number >= 0 (0: no clipping)")
 
 
 def check_umop_args(args: Any) -> None:
-    """Raise UserInputError with one line naming the bad UMOP key if a value has the wrong type or is out of range."""
-    get = args.get if isinstance(args, dict) else lambda k, d=None: getattr(args, k, d)
-    for key in ("umop", "lrp", "trust_checkpoint"):
-        if not isinstance(get(key, True), bool):
+    """Raise UserInputError with one line naming the bad UMOP key if a value has the wrong type or is out of range.
+    Keys not given take their defaults."""
+    given = args if isinstance(args, dict) else vars(args)
+    get = {**UMOP_DEFAULTS, "epochs": 100, **given}.get
+    for key in ("umop", "trust_checkpoint"):
+        if not isinstance(get(key), bool):
             raise UserInputError(f"{key}={get(key)!r} must be true or false")
-    gamma = _number("pfl_gamma", get("pfl_gamma", UMOP_DEFAULTS["pfl_gamma"]))
-    delta = _number("pfl_delta", get("pfl_delta", UMOP_DEFAULTS["pfl_delta"]))
-    w = _number("pfl_w", get("pfl_w", UMOP_DEFAULTS["pfl_w"]))
-    if gamma <= 0:
-        raise UserInputError(f"pfl_gamma={gamma} must be > 0")
-    if not 0 <= delta < gamma:
-        raise UserInputError(f"pfl_delta={delta} must be >= 0 and < pfl_gamma={gamma}")
-    if w <= 0:
-        raise UserInputError(f"pfl_w={w} must be > 0")
-    if w >= gamma - delta:  # alpha_l >= 1 would weight negatives by 1 - alpha_l <= 0: a negative or blind loss
-        raise UserInputError(f"pfl_w={w} must be < pfl_gamma - pfl_delta = {gamma - delta:g} (alpha_l = w / gamma_l < 1)")
-    interval = get("level_log_interval", UMOP_DEFAULTS["level_log_interval"])
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        raise UserInputError(f"level_log_interval={interval!r} must be an integer >= 1")
-    from umop_yolo.engine.schedule import check_schedule
-
-    check_schedule(get("epochs", 100), get("lr_steps", []), get("warmup_iters", 0), get("grad_clip", 10.0))
-    for key, choices in CHOICES.items():
-        value = get(key, UMOP_DEFAULTS[key])
-        if value not in choices:
-            raise UserInputError(f"{key}={value!r} must be one of {', '.join(choices)}")
+    pfl.check_pfl(**{arg: get(key) for key, arg in PFL_KEYS.items()}, names={arg: key for key, arg in PFL_KEYS.items()})
+    if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
+        raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
+    check_schedule(get("epochs"), get("lr_steps"), get("warmup_iters"), get("grad_clip"))

@@ -31,7 +31,6 @@ from umop_yolo.nn import FPN, AnchorGenerator, ChannelMapper, DeltaXYWHBoxCoder,
 from umop_yolo.nn.detectors import DETECTORS
 from umop_yolo.nn.postprocess import anchor_scores, decode_top_anchors, flat_levels
 from umop_yolo.nn.yolo_backbone import YOLOBackbone
-from umop_yolo.pfl import ProgressiveFocalLoss
 
 RESNET_STRIDES = [8, 16, 32]  # C3-C5
 
@@ -118,10 +117,7 @@ class DenseDetectionModel(UmopDetectionModel):
         """Focal loss (umop=false) or UMOP's PFL/LRP (umop=true) as the classification term, from `self.args`."""
         args = getattr(self, "args", DEFAULT_CFG)
         args = SimpleNamespace(**args) if isinstance(args, dict) else args
-        if args.umop:
-            pfl = pfl_from_args(args)
-        else:
-            pfl = ProgressiveFocalLoss(gamma=args.pfl_gamma, delta=0.0, w=args.pfl_w, single_label=True)
+        pfl = pfl_from_args(args, focal_baseline=not args.umop)
         head, config = self.model[-1], dense_config(self.yaml)
         spec = DETECTORS[config["detector"]]
         loss = spec.loss(pfl, spec.assigner(**config["head"]["assigner"]), head.coder, head.nc,

@@ -15,20 +15,19 @@ from torch import Tensor, nn
 from ultralytics.utils.loss import v8DetectionLoss
 
 from umop_yolo.pfl import ProgressiveFocalLoss
+from umop_yolo.settings import PFL_KEYS
 
 
-def pfl_from_args(args: Any) -> ProgressiveFocalLoss:
-    """The PFL/LRP core configured from trainer args (`pfl_*`, `lrp`, `lrp_reduction`)."""
-    return ProgressiveFocalLoss(
-        gamma=args.pfl_gamma,
-        delta=args.pfl_delta,
-        w=args.pfl_w,
-        statistic=args.pfl_statistic,
-        reduction=args.lrp_reduction,
-        levelwise=args.lrp,
-        form=args.pfl_form,
-        single_label=True,  # TaskAlignedAssigner, MaxIoU and ATSS targets: one class per anchor
-    )
+def pfl_from_args(args: Any, focal_baseline: bool = False) -> ProgressiveFocalLoss:
+    """The PFL/LRP core configured from trainer args (`pfl_*`, `lrp`, `lrp_reduction`: `settings.PFL_KEYS`).
+
+    `focal_baseline`: the focal loss RetinaNet/ATSS train with when umop=false, Eq. (3) with gamma = pfl_gamma and
+    alpha = pfl_w / pfl_gamma on every level (delta = 0); its other settings stay the core's defaults.
+    """
+    if focal_baseline:
+        return ProgressiveFocalLoss(gamma=args.pfl_gamma, delta=0.0, w=args.pfl_w, single_label=True)
+    settings = {arg: getattr(args, key) for key, arg in PFL_KEYS.items()}
+    return ProgressiveFocalLoss(**settings, single_label=True)  # TAL, MaxIoU and ATSS targets: one class per anchor
 
 
 class LevelwisePFL:

@@ -12,17 +12,15 @@ steps with is (images per optimiser step) x MMDetection's. The equivalent Ultral
     weight_decay = 1e-4 x nbs = 0.0016 (Ultralytics multiplies it by batch x accumulate / nbs),
     momentum = warmup_momentum = 0.9, warmup_bias_lr = 0, optimizer = SGD,
 
-plus the three settings checked here: `lr_steps` (epochs at which lr x0.1), `warmup_iters` (iterations of linear
-warmup) and `grad_clip` (max gradient norm; 0 = none, as MMDetection's RetinaNet/ATSS configs).
+plus three UMOP settings (checked by `umop_yolo.settings.check_schedule`): `lr_steps` (epochs at which lr x0.1),
+`warmup_iters` (iterations of linear warmup) and `grad_clip` (max gradient norm; 0 = none, as MMDetection's
+RetinaNet/ATSS configs).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from umop_yolo.errors import UserInputError
 
 
 def step_lr_lambda(steps: Sequence[int], gamma: float = 0.1) -> Callable[[int], float]:
@@ -30,17 +28,3 @@ def step_lr_lambda(steps: Sequence[int], gamma: float = 0.1) -> Callable[[int], 
     steps = sorted(int(s) for s in steps)
     return lambda epoch: gamma ** bisect_right(steps, epoch)
 
-
-def check_schedule(epochs: int, lr_steps: Any, warmup_iters: Any, grad_clip: Any) -> None:
-    """Raise ValueError naming the setting if `lr_steps`, `warmup_iters` or `grad_clip` is malformed."""
-    if not isinstance(lr_steps, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                          for s in lr_steps):
-        raise UserInputError(f"lr_steps={lr_steps!r} must be a list of epoch numbers, e.g. [8, 11]")
-    if list(lr_steps) != sorted(set(lr_steps)) or any(not 0 < s < epochs for s in lr_steps):
-        raise UserInputError(
-            f"lr_steps={list(lr_steps)} must increase strictly within 1..{epochs - 1} (epochs={epochs})"
-        )
-    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
-        raise UserInputError(f"warmup_iters={warmup_iters!r} must be an integer >= 0 (0: use warmup_epochs)")
-    if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or grad_clip < 0:
-        raise UserInputError(f"grad_clip={grad_clip!r} must be a number >= 0 (0: no clipping)")
