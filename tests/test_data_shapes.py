@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from umop_yolo.data import cache
+from umop_yolo.data.labels import pixel_box_row, yolo_row
 from umop_yolo.data.shapes import SHAPES, ShapesSpec, build_shapes, layout, render, spec_from_yaml
 
 TINY = ShapesSpec(seed=3, n_train=6, n_val=2, imgsz=128)
@@ -47,6 +48,16 @@ def test_yaml_and_labels_are_ultralytics_ready(tmp_path, monkeypatch):
     x1, y1 = rows[:, 1] - rows[:, 3] / 2, rows[:, 2] - rows[:, 4] / 2
     x2, y2 = rows[:, 1] + rows[:, 3] / 2, rows[:, 2] + rows[:, 4] / 2
     assert (rows[:, 3:] > 0).all() and x1.min() >= 0 and y1.min() >= 0 and x2.max() <= 1 and y2.max() <= 1
+
+
+def test_label_files_hold_render_boxes_as_the_converters_rows(tmp_path, monkeypatch):
+    assert yolo_row(3, 16, 32, 48, 96, 128, 128) == "3 0.250000 0.500000 0.250000 0.500000\n"
+    assert pixel_box_row(3, [-4, 32, 48, 96], 128, 128) == (yolo_row(3, 0.0, 32, 48, 96, 128, 128), "")  # clipped
+    monkeypatch.setenv("UMOP_CACHE_DIR", str(tmp_path))
+    labels = build_shapes(TINY).parent / "labels" / "val" / "000001.txt"
+    _, boxes = render(np.random.default_rng([TINY.seed, 1, 1]), TINY.imgsz, TINY.names)
+    rows = [yolo_row(int(c), x1, y1, x2, y2, TINY.imgsz, TINY.imgsz) for c, x1, y1, x2, y2 in boxes]
+    assert labels.read_text() == "".join(rows) and rows
 
 
 def _layouts(n: int, imgsz: int) -> list[np.ndarray]:

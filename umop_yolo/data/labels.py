@@ -50,6 +50,13 @@ class Reporter:
             LOGGER.warning(f"{self.source}: {self.count - MAX_WARNINGS} more bad labels skipped ({self.count} in all)")
 
 
+def yolo_row(cls: int, x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> str:
+    """The YOLO label row (with newline) of pixel box `x1 y1 x2 y2` in a `width` x `height` image: class, then the
+    box centre and size as fractions of the image, 6 decimals."""
+    cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+    return f"{cls} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}\n"
+
+
 def pixel_box_row(cls: int, box: list[float], width: float, height: float) -> tuple[str, str]:
     """Turn a pixel box `x1 y1 x2 y2` into a normalised YOLO row; returns (row, "") or ("", problem)."""
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box):
@@ -61,8 +68,7 @@ def pixel_box_row(cls: int, box: list[float], width: float, height: float) -> tu
     y1, y2 = max(y1, 0.0), min(y2, float(height))
     if x2 <= x1 or y2 <= y1:
         return "", f"box {box} lies outside the {width:g}x{height:g} image"
-    cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
-    return f"{cls} {cx:.6f} {cy:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}\n", ""
+    return yolo_row(cls, x1, y1, x2, y2, width, height), ""
 
 
 def write_split(root: Path, split: str, samples: list[Sample]) -> list[str]:
