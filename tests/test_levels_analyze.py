@@ -1,0 +1,35 @@
+"""`umop analyze` end to end on the tiny generated dataset: the numbers each loss family's assignment gives.
+
+The expected values were recorded with the implementation that read each criterion's internals (TaskAlignedAssigner
+through `v8DetectionLoss.get_assigned_targets_and_loss`, the dense heads' anchors and assigner), before `analyze` used
+only the criterion's `assign`; they must not change.
+"""
+
+import pytest
+
+from umop_yolo.cli import run
+
+RECORDED = {  # model, umop -> positives, objects per level (P3-P5); boxes without a positive anchor; anchors per image
+    ("yolov8n.yaml", True): ([528, 33, 3], [65, 23, 3], 0, [256, 64, 16]),
+    ("yolo26n.yaml", False): ([425, 142, 7], [64, 50, 4], 0, [256, 64, 16]),  # end to end: the one-to-many branch
+    ("atss_yolov8n.yaml", True): ([419, 6, 0], [63, 1, 0], 1, [256, 64, 16]),
+    ("retinanet_yolov8n.yaml", False): ([869, 78, 4], [63, 10, 1], 1, [2304, 576, 144]),  # 9 anchors per location
+}
+RATIO_SUMS = {  # per level: the sum over images of positive anchors / anchors of the level
+    "yolov8n.yaml": [2.0625, 0.515625, 0.1875],
+    "yolo26n.yaml": [1.660156, 2.21875, 0.4375],
+    "atss_yolov8n.yaml": [1.636719, 0.09375, 0.0],
+    "retinanet_yolov8n.yaml": [0.37717, 0.135417, 0.027778],
+}
+
+
+@pytest.mark.parametrize("model, umop", list(RECORDED))
+def test_analyze_gives_the_recorded_positives_for_both_loss_families(model, umop, tiny_shapes, tmp_path):
+    report = run("analyze", [f"model={model}", f"umop={umop}", f"data={tiny_shapes}", "imgsz=128", "batch=4",
+                             "device=cpu", f"project={tmp_path}", "name=an", "batches=2"])
+    positives, objects, unassigned, anchors = RECORDED[model, umop]
+    assert (report.images, report.num_boxes) == (8, 65)
+    assert report.positives == positives and report.objects == objects and report.unassigned == unassigned
+    assert report.anchors == anchors
+    assert [sum(r) for r in report.ratios] == pytest.approx(RATIO_SUMS[model], abs=1e-6)
+    assert (tmp_path / "an" / "levels_table.csv").is_file()
