@@ -43,7 +43,7 @@ from torch import Tensor
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys with Ultralytics)
 from umop_yolo.engine.dense_schema import load_model_yaml
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
-from umop_yolo.engine.model import build_model
+from umop_yolo.engine.build import build_model
 
 TARGETS = {"step": 1.02, "loss": 1.15, "memory": 1.02}  # candidate / baseline at most; added syncs: 0
 

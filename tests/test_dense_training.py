@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from umop_yolo.engine.model import UmopYOLO
+from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.trainer import UmopTrainer
 
 

@@ -8,7 +8,7 @@ import torch
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.engine.exporter import Exporter
 
-from umop_yolo.engine.model import build_model
+from umop_yolo.engine.build import build_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")

@@ -187,7 +187,7 @@ def test_the_data_audit_skips_unreadable_images_naming_the_real_reason(tmp_path,
 def test_predict_skips_unreadable_images_naming_the_real_reason(tmp_path, warnings_seen):
     import torch
 
-    from umop_yolo.engine.model import build_model
+    from umop_yolo.engine.build import build_model
 
     folder = tmp_path / "pictures"
     bad = unreadable_images(folder)
@@ -216,7 +216,7 @@ def test_predict_on_an_unreadable_image_or_a_missing_source_is_one_line(tmp_path
 def test_val_of_a_checkpoint_whose_dataset_is_gone_is_one_line(tmp_path, capsys):
     import torch
 
-    from umop_yolo.engine.model import build_model
+    from umop_yolo.engine.build import build_model
 
     weights, gone = tmp_path / "m.pt", tmp_path / "gone" / "data.yaml"
     model = build_model("yolov8n.yaml", nc=1, verbose=False)

@@ -24,7 +24,8 @@ from umop_yolo.cli import main
 from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.checkpoint import CheckpointError, checkpoint_loading, load_file
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.model import UmopYOLO, build_model
+from umop_yolo.engine.api import UmopYOLO
+from umop_yolo.engine.build import build_model
 from umop_yolo.engine.safe_pickle import MissingGlobalError, UnsafeCheckpointError
 
 
@@ -209,7 +210,7 @@ import pickle, sys
 import umop_yolo
 from ultralytics.utils import checks
 print("AUTOINSTALL", checks.AUTOINSTALL)
-from umop_yolo.engine.model import UmopYOLO
+from umop_yolo.engine.api import UmopYOLO
 for trust in (False, True):
     try:
         UmopYOLO({path!r}, trust_checkpoint=trust)
@@ -247,7 +248,7 @@ def test_missing_module_never_triggers_an_install(tmp_path):
 
 def test_importing_the_package_patches_nothing_in_ultralytics():
     code = ("from ultralytics.nn import tasks; before = tasks.torch_load; "
-            "import umop_yolo.engine.model, umop_yolo.engine.trainer, umop_yolo.cli; print(tasks.torch_load is before)")
+            "import umop_yolo.engine.api, umop_yolo.engine.trainer, umop_yolo.cli; print(tasks.torch_load is before)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
 

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from umop_yolo.errors import InputNotFoundError, UserInputError
+from umop_yolo.settings import UMOP_DEFAULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = REPO_ROOT / "cfg"
@@ -61,11 +62,10 @@ def check_keys(args: dict, source: str) -> None:
     """Reject keys Ultralytics and UMOP do not know, naming the closest valid key."""
     from ultralytics.utils import DEFAULT_CFG_DICT
 
-    import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
-
+    valid = {**DEFAULT_CFG_DICT, **UMOP_DEFAULTS}
     for key in args:
-        if key not in DEFAULT_CFG_DICT:
-            close = difflib.get_close_matches(key, DEFAULT_CFG_DICT, n=1)
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (closest valid key: '{close[0]}')" if close else ""
             raise ConfigError(f"unknown key '{key}' in {source}{hint}")
 

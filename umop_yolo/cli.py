@@ -45,7 +45,7 @@ def train(args: dict[str, Any]) -> Any:
 
 
 def _model_api(args: dict[str, Any]) -> Any:
-    from umop_yolo.engine.model import UmopYOLO
+    from umop_yolo.engine.api import UmopYOLO
 
     if "model" not in args:
         raise ConfigError("model= is required (a trained .pt, e.g. model=runs/detect/train/weights/best.pt)")
@@ -84,7 +84,7 @@ def analyze(args: dict[str, Any]) -> Any:
 
 
 def plots(args: dict[str, Any]) -> Any:
-    from umop_yolo.diagnostics.plots import plot_run
+    from umop_yolo.engine.level_plots import plot_run
 
     if set(args) != {"run"}:
         raise ConfigError("plots takes only run= (a training run directory, e.g. run=runs/detect/train)")

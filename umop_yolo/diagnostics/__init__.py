@@ -1,2 +1,2 @@
-"""Level diagnostics (paper Fig. 2, 3): plots of a run's levels.csv (`plots`) and assignment-only analysis of a
-dataset's per-level positives (`analyze`)."""
+"""Level diagnostics (paper Fig. 2): assignment-only analysis of a dataset's per-level positives (`analyze`). The
+plots of a training run's levels.csv are the engine's (`umop_yolo.engine.level_plots`)."""

@@ -85,7 +85,7 @@ class LevelReport:
 
     def save(self, out_dir: Path, title: str) -> list[Path]:
         """Write levels_table.csv and the Fig. 2 box plot (per-image proportions) into `out_dir`."""
-        from umop_yolo.diagnostics.plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
+        from umop_yolo.engine.level_plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
 
         out_dir.mkdir(parents=True, exist_ok=True)
         rows = self.rows()
@@ -148,7 +148,8 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     from ultralytics.utils.torch_utils import init_seeds, select_device
 
     from umop_yolo.data.resolve import resolve_data
-    from umop_yolo.engine.model import UmopYOLO, build_model
+    from umop_yolo.engine.api import UmopYOLO
+    from umop_yolo.engine.build import build_model
     from umop_yolo.settings import check_umop_args
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:

@@ -16,10 +16,11 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
+from umop_yolo.engine.level_plots import plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
-from umop_yolo.engine.model import build_model
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import atomic_weights, remove_leftovers, trim_epochs
@@ -43,8 +44,6 @@ def _record_level_stats(trainer: "UmopTrainer") -> None:
 
 def _plot_levels(trainer: "UmopTrainer") -> None:
     """on_train_end (rank 0 only): the level diagnostics plots from levels.csv."""
-    from umop_yolo.diagnostics.plots import plot_run
-
     if (trainer.save_dir / "levels.csv").is_file():
         plot_run(trainer.save_dir)
 

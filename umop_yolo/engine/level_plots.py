@@ -1,6 +1,7 @@
 """PNG plots of per-level statistics: positive proportion (paper Fig. 2), gamma_l / alpha_l per iteration (Fig. 3),
-per-level classification loss. Drawn on matplotlib's Agg canvas directly (no pyplot state, no backend switch) with
-its bundled DejaVu Sans, so nothing is downloaded.
+per-level classification loss. Training ends with them, drawn from the levels.csv that `level_stats` writes, as
+Ultralytics' trainer draws results.png from results.csv. Drawn on matplotlib's Agg canvas directly (no pyplot state,
+no backend switch) with its bundled DejaVu Sans, so nothing is downloaded.
 """
 
 from __future__ import annotations
