@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import umop_yolo
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import YAML
 
+from conftest import COCO128
+from scenes import standalone_cocoeval
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.eval.metrics import COCO_KEYS
-from test_eval_validator import standalone_cocoeval
 
-COCO128 = Path(umop_yolo.__file__).parents[2] / "shared" / "data" / "coco128"
 pytestmark = pytest.mark.skipif(not COCO128.is_dir(), reason="../shared/data/coco128 is not present")
 
 

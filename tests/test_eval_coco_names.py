@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
-from test_eval_predictor import predict
-from test_eval_validator import SCENES, ColorBoxDetector, draw_scene, standalone_cocoeval, validate
+from scenes import SCENES, ColorBoxDetector, draw_scene, predict, standalone_cocoeval, validate
 from umop_yolo.data import resolve_data
 from umop_yolo.eval.metrics import COCO_KEYS
 

@@ -9,18 +9,15 @@ import pytest
 import torch
 
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
-from test_eval_training import CocoTrainer
-from test_eval_validator import write_scenes
+from scenes import train_on_scenes, write_scenes
 from umop_yolo.ablate.report import summarize
 from umop_yolo.ablate.runner import Run
 
+pytestmark = pytest.mark.slow
+
 
 def test_results_csv_holds_nan_for_a_size_range_without_ground_truth(tmp_path):
-    data = write_scenes(tmp_path / "scenes", large=False)
-    args = dict(model="yolov8n.yaml", data=str(data), epochs=1, imgsz=64, batch=4, device="cpu", workers=0,
-                project=str(tmp_path), name="run", plots=False, amp=False, conf=1e-4)
-    trainer = CocoTrainer(overrides=args)
-    trainer.train()
+    trainer = train_on_scenes(write_scenes(tmp_path / "scenes", large=False), tmp_path, epochs=1)
 
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
     assert [row["metrics/APl(COCO)"].strip() for row in rows] == ["nan"]

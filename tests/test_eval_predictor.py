@@ -11,15 +11,7 @@ import pytest
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.nn.tasks import DetectionModel
 
-from test_eval_validator import IMGSZ, SCENES, ColorBoxDetector, write_scenes
-from umop_yolo.engine.predictor import CocoDetectionPredictor
-
-
-def predict(source, save_dir, model, **overrides) -> list:
-    args = {"imgsz": IMGSZ, "device": "cpu", "save_json": True, "save_txt": True, "save": True, "verbose": False}
-    predictor = CocoDetectionPredictor(overrides={**args, "project": str(save_dir.parent), "name": save_dir.name,
-                                                  **overrides})
-    return predictor(source=str(source), model=model)
+from scenes import SCENES, ColorBoxDetector, predict, write_scenes
 
 
 def test_writes_images_txt_and_exact_coco_boxes(tmp_path):

@@ -9,7 +9,7 @@ from torch import nn
 import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.nn.tasks import DetectionModel
 
-from test_eval_validator import validate, write_scenes
+from scenes import validate, write_scenes
 from umop_yolo.engine.tta import predict_augment
 
 
