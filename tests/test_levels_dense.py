@@ -1,4 +1,4 @@
-"""Level statistics and `umop analyze` for the RetinaNet / ATSS heads (skipped where those models are absent)."""
+"""Level statistics and `umop analyze` for the RetinaNet / ATSS heads."""
 
 from types import SimpleNamespace
 
@@ -8,9 +8,9 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from umop_yolo.diagnostics.analyze import analyze_levels
+from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
 
-dense = pytest.importorskip("umop_yolo.engine.dense")
 TINY = {"backbone": {"depth": 18, "pretrained": None}, "neck": {"out_channels": 16},
         "head": {"feat_channels": 16, "stacked_convs": 1}}
 
@@ -18,7 +18,7 @@ TINY = {"backbone": {"depth": 18, "pretrained": None}, "neck": {"out_channels": 
 def tiny_model(detector: str, umop: bool):
     torch.manual_seed(0)
     head = {**TINY["head"], **({"gn_groups": 4} if detector == "atss" else {})}
-    m = dense.DenseDetectionModel({"detector": detector, "nc": 3, **TINY, "head": head}, verbose=False)
+    m = DenseDetectionModel({"detector": detector, "nc": 3, **TINY, "head": head}, verbose=False)
     m.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, "umop": umop})
     return m
 
