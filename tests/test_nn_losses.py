@@ -1,11 +1,12 @@
 """RetinaNet / ATSS losses: the classification term is the PFL core and, at delta 0, torchvision's focal loss."""
 
 import math
+from typing import ClassVar
 
 import torch
 import torchvision
 
-from umop_yolo.nn import ATSSAssigner, ATSSLoss, DeltaXYWHBoxCoder, MaxIoUAssigner, RetinaNetLoss
+from umop_yolo.nn import ATSSAssigner, ATSSLoss, DeltaXYWHBoxCoder, MaxIoUAssigner, RetinaNetLoss, losses
 from umop_yolo.nn.losses import centerness_target
 from umop_yolo.pfl import ProgressiveFocalLoss
 
@@ -25,7 +26,7 @@ def retina_preds(seed=0, nc=3):
 def test_retinanet_cls_loss_is_torchvision_focal_over_non_ignored_anchors_per_positive():
     preds = retina_preds()
     loss = RetinaNetLoss(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)
-    terms, stats = loss(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    terms, stats = loss(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK), loss.last_stats
     targets = torch.zeros(5, 3)
     targets[[0, 1], 1] = 1  # anchors 0, 1 -> box 0 (class 1)
     targets[3, 2] = 1  # anchor 3 -> box 1 (class 2, IoU 0.8)
@@ -41,7 +42,7 @@ def test_retinanet_cls_loss_is_torchvision_focal_over_non_ignored_anchors_per_po
 def test_retinanet_box_loss_is_l1_on_deltas_per_positive():
     preds = retina_preds()
     coder = DeltaXYWHBoxCoder()
-    terms, _ = RetinaNetLoss(FOCAL, MaxIoUAssigner(), coder, nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    terms = RetinaNetLoss(FOCAL, MaxIoUAssigner(), coder, nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
     target = coder.encode(ANCHORS[[0, 1, 3]], BOXES[0, [0, 0, 1]])
     expected = (preds["bbox_deltas"][0, [0, 1, 3]] - target).abs().sum() / 3
     torch.testing.assert_close(terms["box_loss"], expected)
@@ -61,9 +62,58 @@ def test_atss_exact_boxes_give_zero_box_loss_and_every_term_is_finite_without_bo
     deltas = coder.encode(anchors[None], boxes[:1].expand(2, 5, 4)).requires_grad_()  # every anchor decodes to the box
     preds = {"cls_logits": torch.zeros(2, 5, 2, requires_grad=True), "bbox_deltas": deltas,
              "centerness": torch.zeros(2, 5, 1, requires_grad=True)}
-    terms, stats = ATSSLoss(FOCAL, ATSSAssigner(topk=2), coder, nc=2)(preds, anchors, [3, 2], boxes, labels, mask)
-    assert stats["num_pos"].tolist() == [1.0, 0.0]  # anchor 0 (IoU 0.90; threshold 0.85)
+    loss = ATSSLoss(FOCAL, ATSSAssigner(topk=2), coder, nc=2)
+    terms = loss(preds, anchors, [3, 2], boxes, labels, mask)
+    assert list(terms) == ["box_loss", "cls_loss", "ctr_loss"]  # Ultralytics' loss items, in order
+    assert loss.last_stats["num_pos"].tolist() == [1.0, 0.0]  # anchor 0 (IoU 0.90; threshold 0.85)
     torch.testing.assert_close(terms["box_loss"], torch.tensor(0.0), atol=1e-5, rtol=0)
     sum(terms.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in preds.values())
     assert torch.equal(preds["centerness"].grad[1], torch.zeros(5, 1))  # the empty image: no centerness loss
+
+
+def atss_preds(seed=0, nc=3):
+    g = torch.Generator().manual_seed(seed)
+    return {**retina_preds(seed, nc), "centerness": torch.randn(1, 5, 1, generator=g)}
+
+
+ATSS_CODER = DeltaXYWHBoxCoder(stds=(0.1, 0.1, 0.2, 0.2))
+
+
+def test_a_head_that_overrides_one_term_keeps_the_other_terms_bit_identical():
+    """DETR's SetCriterion: one method per term, so e.g. GFL's own classification loss replaces only `loss_cls`."""
+
+    class OwnCls(ATSSLoss):
+        def loss_cls(self, preds, t):
+            return preds["cls_logits"].sigmoid().sum() / t.num_pos
+
+    preds = atss_preds()
+    want = ATSSLoss(FOCAL, ATSSAssigner(topk=2), ATSS_CODER, nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    got = OwnCls(FOCAL, ATSSAssigner(topk=2), ATSS_CODER, nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    assert list(got) == list(want) == ["box_loss", "cls_loss", "ctr_loss"]
+    assert torch.equal(got["box_loss"], want["box_loss"]) and torch.equal(got["ctr_loss"], want["ctr_loss"])
+    assert not torch.equal(got["cls_loss"], want["cls_loss"])
+
+
+def test_a_head_that_adds_a_term_lists_it_after_the_others():
+    class WithL1(RetinaNetLoss):
+        terms: ClassVar[dict[str, str]] = {**RetinaNetLoss.terms, "l1_loss": "loss_l1"}
+
+        def loss_l1(self, preds, t):
+            return preds["bbox_deltas"].abs().sum() / t.num_pos
+
+    preds = retina_preds()
+    want = RetinaNetLoss(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    got = WithL1(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    assert list(got) == ["box_loss", "cls_loss", "l1_loss"]
+    assert torch.equal(got["box_loss"], want["box_loss"]) and torch.equal(got["cls_loss"], want["cls_loss"])
+    torch.testing.assert_close(got["l1_loss"], preds["bbox_deltas"].abs().sum() / 3)  # 3 positives
+
+
+def test_each_step_averages_its_normalisers_over_ranks_once(monkeypatch):
+    """One all-reduce per step: #pos (RetinaNet), #pos and the centerness-target sum together (ATSS)."""
+    reduced = []
+    monkeypatch.setattr(losses, "mean_across_ranks", lambda x: reduced.append(x.shape) or x)
+    RetinaNetLoss(FOCAL, MaxIoUAssigner(), ATSS_CODER, nc=3)(atss_preds(), ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    ATSSLoss(FOCAL, ATSSAssigner(topk=2), ATSS_CODER, nc=3)(atss_preds(), ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    assert reduced == [torch.Size([]), torch.Size([2])]

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from ultralytics.utils.loss import v8DetectionLoss
 
+from umop_yolo.engine.criterion import LevelAssignment
 from umop_yolo.pfl import ProgressiveFocalLoss
 from umop_yolo.settings import PFL_KEYS
 
@@ -94,6 +95,13 @@ class LevelSplitDetectionLoss(v8DetectionLoss):
         """Record the level sizes (anchors per level, in head order) before Ultralytics' assignment and loss run."""
         self.bce.level_sizes = [f.shape[2] * f.shape[3] for f in preds["feats"]]
         return super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+
+    def assign(self, preds: dict[str, Any] | tuple, batch: dict[str, Tensor]) -> LevelAssignment:
+        """TaskAlignedAssigner on the model's predictions (an end-to-end head's one-to-many ones), through Ultralytics'
+        own loss path, so `last_stats` is this batch's too (`engine.criterion.LevelCriterion`)."""
+        preds = self.parse_output(preds)
+        (fg_mask, gt_index, *_), _, _ = self.get_assigned_targets_and_loss(preds.get("one2many", preds), batch)
+        return LevelAssignment(fg_mask, gt_index, self.bce.level_sizes)
 
 
 class PFLDetectionLoss(LevelSplitDetectionLoss):

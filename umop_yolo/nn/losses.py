@@ -6,9 +6,15 @@ delta > 0 it is UMOP. There is no other focal-loss implementation in this packag
 in [0.4, 0.5)) get a logit of -100 with target 0, i.e. a loss and gradient of exactly 0, so no tensor changes size
 and nothing waits on the host. All inputs are batched: preds (B, A, K), anchors (A, 4) xyxy, ground truth padded to
 (B, M, 4) boxes, (B, M) labels and (B, M) validity mask.
+
+As DETR's SetCriterion, each loss is one method per term (`loss_cls`, `loss_bbox`, `loss_centerness`) over targets
+assigned once per batch (`targets`), so a new head (FCOS, GFL) overrides or adds one term.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,19 +49,61 @@ def centerness_target(anchors: Tensor, boxes: Tensor) -> Tensor:
     return ratio.sqrt()
 
 
+@dataclass
+class DenseTargets:
+    """One batch's assignment and normaliser: what every loss term reads (DETR's matched indices and num_boxes)."""
+
+    anchors: Tensor  # (A, 4) xyxy
+    level_sizes: list[int]  # anchors per level, P3 first
+    labels: Tensor  # (B, M) classes of the padded boxes
+    assign: Assignment
+    matched: Tensor  # (B, A, 4) the box matched to each anchor (meaningful where assign.pos)
+    num_pos: Tensor  # positive anchors in the batch, mean over DDP ranks, >= 1
+
+
+@dataclass
+class ATSSTargets(DenseTargets):
+    centerness: Tensor  # (B, A) centerness target of positive anchors in their box, 0 elsewhere
+    centerness_sum: Tensor  # its sum, mean over DDP ranks, >= 1: the box loss' normaliser
+
+
 class DenseLoss:
-    """Assignment, class targets and the per-level classification loss shared by RetinaNet and ATSS."""
+    """Assignment once per batch (`targets`), then one method per loss term; the classification term, shared by
+    RetinaNet and ATSS, is the PFL core. `terms` maps Ultralytics' loss items (results.csv columns), in order, to the
+    methods. `last_stats`: the latest step's per-level statistics from PFL (gamma_l, alpha_l, positives, loss)."""
+
+    terms: ClassVar[dict[str, str]] = {"box_loss": "loss_bbox", "cls_loss": "loss_cls"}
 
     def __init__(self, pfl: ProgressiveFocalLoss, assigner: MaxIoUAssigner | ATSSAssigner, coder: DeltaXYWHBoxCoder,
                  nc: int) -> None:
         self.pfl, self.assigner, self.coder, self.nc = pfl, assigner, coder, nc
+        self.last_stats: dict[str, Tensor] = {}
 
-    def classification(self, logits: Tensor, assign: Assignment, labels: Tensor, level_sizes: list[int],
-                       num_pos: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """PFL over levels P3.. of (B, A, nc) logits; ignored anchors contribute nothing."""
-        logits = torch.where(assign.ignore[..., None], IGNORED_LOGIT, logits)
-        targets = class_targets(labels, assign, self.nc)
-        return self.pfl(list(logits.split(level_sizes, 1)), list(targets.split(level_sizes, 1)), num_pos)
+    def __call__(self, preds: dict[str, Tensor], anchors: Tensor, level_sizes: list[int], boxes: Tensor,
+                 labels: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Each term of `terms` on the batch's targets: {loss item: scalar}."""
+        targets = self.targets(anchors, level_sizes, boxes, labels, mask)
+        return {item: getattr(self, method)(preds, targets) for item, method in self.terms.items()}
+
+    def match(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, mask: Tensor) -> tuple[Assignment, Tensor]:
+        """The assigner's result and the (B, A, 4) box matched to each anchor."""
+        assign = self.assigner(anchors, level_sizes, boxes, mask)
+        return assign, gather_boxes(boxes, assign.gt_index)
+
+    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
+                mask: Tensor) -> DenseTargets:
+        assign, matched = self.match(anchors, level_sizes, boxes, mask)
+        num_pos = mean_across_ranks(assign.pos.sum().float()).clamp_min(1.0)
+        return DenseTargets(anchors, level_sizes, labels, assign, matched, num_pos)
+
+    def loss_cls(self, preds: dict[str, Tensor], t: DenseTargets) -> Tensor:
+        """PFL (Eq. 1-5; the focal loss at delta 0) over levels P3.. of the (B, A, nc) logits / #pos; ignored anchors
+        contribute nothing."""
+        logits = torch.where(t.assign.ignore[..., None], IGNORED_LOGIT, preds["cls_logits"])
+        targets = class_targets(t.labels, t.assign, self.nc)
+        loss, self.last_stats = self.pfl(list(logits.split(t.level_sizes, 1)), list(targets.split(t.level_sizes, 1)),
+                                         t.num_pos)
+        return loss
 
 
 class RetinaNetLoss(DenseLoss):
@@ -66,36 +114,38 @@ class RetinaNetLoss(DenseLoss):
         super().__init__(pfl, assigner, coder, nc)
         self.box_weight = box_weight
 
-    def __call__(self, preds: dict[str, Tensor], anchors: Tensor, level_sizes: list[int], boxes: Tensor,
-                 labels: Tensor, mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        assign = self.assigner(anchors, level_sizes, boxes, mask)
-        num_pos = mean_across_ranks(assign.pos.sum().float()).clamp_min(1.0)
-        cls_loss, stats = self.classification(preds["cls_logits"], assign, labels, level_sizes, num_pos)
-        target = self.coder.encode(anchors[None], gather_boxes(boxes, assign.gt_index))
+    def loss_bbox(self, preds: dict[str, Tensor], t: DenseTargets) -> Tensor:
+        """L1 on the encoded deltas of positives / #pos."""
+        target = self.coder.encode(t.anchors[None], t.matched)
         l1 = (preds["bbox_deltas"].float() - target).abs().sum(-1)
-        box_loss = torch.where(assign.pos, l1, 0.0).sum() / num_pos * self.box_weight
-        return {"box_loss": box_loss, "cls_loss": cls_loss}, stats
+        return torch.where(t.assign.pos, l1, 0.0).sum() / t.num_pos * self.box_weight
 
 
 class ATSSLoss(DenseLoss):
     """cls: focal / PFL / #pos; box: GIoU loss of decoded boxes weighted by centerness targets / their sum (x2);
     centerness: BCE of positives / #pos."""
 
+    terms: ClassVar[dict[str, str]] = {**DenseLoss.terms, "ctr_loss": "loss_centerness"}
+
     def __init__(self, pfl: ProgressiveFocalLoss, assigner: ATSSAssigner, coder: DeltaXYWHBoxCoder, nc: int,
                  box_weight: float = 2.0, centerness_weight: float = 1.0) -> None:
         super().__init__(pfl, assigner, coder, nc)
         self.box_weight, self.centerness_weight = box_weight, centerness_weight
 
-    def __call__(self, preds: dict[str, Tensor], anchors: Tensor, level_sizes: list[int], boxes: Tensor,
-                 labels: Tensor, mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        assign = self.assigner(anchors, level_sizes, boxes, mask)
-        matched = gather_boxes(boxes, assign.gt_index)
-        ctr_target = torch.where(assign.pos, centerness_target(anchors[None], matched), 0.0)
-        norms = mean_across_ranks(torch.stack([assign.pos.sum().float(), ctr_target.sum()]))
-        num_pos, ctr_sum = norms[0].clamp_min(1.0), norms[1].clamp_min(1.0)
-        cls_loss, stats = self.classification(preds["cls_logits"], assign, labels, level_sizes, num_pos)
-        decoded = self.coder.decode(anchors[None], preds["bbox_deltas"])
-        box_loss = (ctr_target * (1.0 - giou(decoded, matched))).sum() / ctr_sum * self.box_weight
-        bce = F.binary_cross_entropy_with_logits(preds["centerness"][..., 0].float(), ctr_target, reduction="none")
-        ctr_loss = torch.where(assign.pos, bce, 0.0).sum() / num_pos * self.centerness_weight
-        return {"box_loss": box_loss, "cls_loss": cls_loss, "ctr_loss": ctr_loss}, stats
+    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
+                mask: Tensor) -> ATSSTargets:
+        """The common targets plus the centerness targets; both normalisers in one all-reduce."""
+        assign, matched = self.match(anchors, level_sizes, boxes, mask)
+        centerness = torch.where(assign.pos, centerness_target(anchors[None], matched), 0.0)
+        norms = mean_across_ranks(torch.stack([assign.pos.sum().float(), centerness.sum()])).clamp_min(1.0)
+        return ATSSTargets(anchors, level_sizes, labels, assign, matched, norms[0], centerness, norms[1])
+
+    def loss_bbox(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
+        """GIoU loss of the decoded boxes, weighted by the centerness targets / their sum."""
+        decoded = self.coder.decode(t.anchors[None], preds["bbox_deltas"])
+        return (t.centerness * (1.0 - giou(decoded, t.matched))).sum() / t.centerness_sum * self.box_weight
+
+    def loss_centerness(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
+        """BCE of the predicted centerness of positives / #pos."""
+        bce = F.binary_cross_entropy_with_logits(preds["centerness"][..., 0].float(), t.centerness, reduction="none")
+        return torch.where(t.assign.pos, bce, 0.0).sum() / t.num_pos * self.centerness_weight
