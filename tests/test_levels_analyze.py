@@ -5,9 +5,16 @@ through `v8DetectionLoss.get_assigned_targets_and_loss`, the dense heads' anchor
 only the criterion's `assign`; they must not change.
 """
 
+from types import SimpleNamespace
+
 import pytest
+import torch
+from ultralytics import YOLO
+from ultralytics.utils import DEFAULT_CFG_DICT
 
 from umop_yolo.cli import run
+from umop_yolo.diagnostics.analyze import assign, checkpoint_model
+from umop_yolo.engine.model import UmopDetectionModel
 
 RECORDED = {  # model, umop -> positives, objects per level (P3-P5); boxes without a positive anchor; anchors per image
     ("yolov8n.yaml", True): ([528, 33, 3], [65, 23, 3], 0, [256, 64, 16]),
@@ -33,3 +40,22 @@ def test_analyze_gives_the_recorded_positives_for_both_loss_families(model, umop
     assert report.anchors == anchors
     assert [sum(r) for r in report.ratios] == pytest.approx(RATIO_SUMS[model], abs=1e-6)
     assert (tmp_path / "an" / "levels_table.csv").is_file()
+
+
+def test_a_stock_ultralytics_checkpoint_is_analyzed_with_its_own_weights_and_assigner(tmp_path):
+    """Rebuilt as ours (a criterion with `assign`): the same weights give the assignment of Ultralytics' own loss."""
+    torch.manual_seed(0)
+    YOLO("yolov8n.yaml").save(tmp_path / "stock.pt")
+    stock, ours = YOLO(tmp_path / "stock.pt").model.float().eval(), checkpoint_model(str(tmp_path / "stock.pt")).eval()
+    assert type(stock).__name__ == "DetectionModel" and isinstance(ours, UmopDetectionModel)
+    assert all(torch.equal(v, ours.state_dict()[k]) for k, v in stock.state_dict().items())
+    g = torch.Generator().manual_seed(0)
+    batch = {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[3.0], [7.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.3, 0.6, 0.2, 0.5]])}
+    stock.args = ours.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, "umop": False})
+    ours.criterion = ours.init_criterion()
+    with torch.no_grad():
+        (fg_mask, gt_index, *_), _, _ = stock.init_criterion().get_assigned_targets_and_loss(stock(batch["img"])[1],
+                                                                                            batch)
+        result = assign(ours, batch)
+    assert fg_mask.any() and torch.equal(result.pos, fg_mask) and torch.equal(result.gt_index, gt_index)

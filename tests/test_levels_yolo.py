@@ -9,6 +9,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from umop_yolo.diagnostics.analyze import LevelReport, analyze_levels, assign
+from umop_yolo.engine.criterion import LevelAssignment
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.model import UmopDetectionModel
@@ -56,7 +57,7 @@ def test_known_positives_per_level_and_loss_shares_that_add_up_to_the_cls_term(u
     assert [means[f"level/pos_ratio_{n}"] for n in ("P3", "P4", "P5")] == pytest.approx([6 / 512, 1 / 128, 1 / 32])
 
     report = LevelReport(["P3", "P4", "P5"], [8, 16, 32])
-    report.add(fg_mask, gt_index, SIZES, num_boxes=1)
+    report.add(LevelAssignment(fg_mask, gt_index, SIZES), num_boxes=1)
     assert report.ratios == [[6 / 256, 0.0], [1 / 64, 0.0], [1 / 16, 0.0]]  # per image
     assert report.objects == [1, 1, 1] and report.unassigned == 0 and report.positives == [6, 1, 1]
 
@@ -82,7 +83,7 @@ def test_analyze_assignment_equals_the_criterion_positives(yaml, umop):
         m.loss(batch)  # eval mode: the same predictions analyze sees
         stats = criterion_stats(m.criterion)
         pos, gt_index, sizes = assign(m, batch)
-    assert sizes == SIZES
+    assert sizes == SIZES and gt_index.shape == pos.shape == (2, sum(SIZES))
     assert [int(p.sum()) for p in pos.split(sizes, 1)] == stats["num_pos"].tolist()
     report = analyze_levels(m, [batch], total=1)
     assert report.positives == stats["num_pos"].long().tolist()

@@ -1,10 +1,11 @@
 """`umop analyze`: how the chosen head's assigner spreads positives over the pyramid levels (paper Fig. 2).
 
 Runs only the forward pass and target assignment (no backward, no optimiser) over N batches of the training loader,
-augmentations included, with the criterion the model trains with: YOLO heads through Ultralytics' TaskAlignedAssigner
-(`v8DetectionLoss.get_assigned_targets_and_loss`), RetinaNet/ATSS through their MaxIoU/ATSS assigners. Per level it
-reports the positive proportion of each image (positive anchors / anchors of that level) and the objects the level
-receives (ground-truth boxes with at least one positive anchor on it; a box can count on several levels).
+augmentations included, with the criterion the model trains with, through its `assign` (`engine.criterion`): YOLO heads
+Ultralytics' TaskAlignedAssigner, RetinaNet/ATSS their MaxIoU/ATSS assigners. Per level it reports the positive
+proportion of each image (positive anchors / anchors of that level) and the objects the level receives (ground-truth
+boxes with at least one positive anchor on it; a box can count on several levels). A stock Ultralytics checkpoint is
+rebuilt as ours with its weights (`checkpoint_model`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_criterion
 from umop_yolo.engine.level_stats import level_names
 from umop_yolo.errors import UserInputError
 
@@ -42,8 +44,9 @@ class LevelReport:
         n = len(self.names)
         self.ratios, self.positives, self.anchors, self.objects = [[] for _ in range(n)], [0] * n, [0] * n, [0] * n
 
-    def add(self, pos: Tensor, gt_index: Tensor, level_sizes: list[int], num_boxes: int) -> None:
-        """One batch: (B, A) positive mask, (B, A) matched box index (into each image's boxes), anchors per level."""
+    def add(self, assignment: LevelAssignment, num_boxes: int) -> None:
+        """One batch's assignment, of `num_boxes` ground-truth boxes."""
+        pos, gt_index, level_sizes = assignment
         b = pos.shape[0]
         image = torch.arange(b, device=pos.device)[:, None].expand_as(pos)
         width = int(gt_index.max()) + 1 if gt_index.numel() else 1
@@ -98,26 +101,18 @@ class LevelReport:
         return [out_dir / TABLE_CSV, plot_positive_proportion(boxes, out_dir / POS_RATIO_PNG, title, note)]
 
 
-def assign(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, list[int]]:
-    """Forward pass and the model's own target assignment for one preprocessed batch, no loss backward.
+def assign(model: nn.Module, batch: dict[str, Tensor]) -> LevelAssignment:
+    """Forward pass and the model's own target assignment for one preprocessed batch, no loss backward."""
+    return criterion_of(model).assign(model(batch["img"]), batch)
 
-    Returns the (B, A) positive mask, the (B, A) index of each anchor's box within its image and the anchors per level.
-    """
-    from ultralytics.utils.loss import v8DetectionLoss
 
-    criterion = getattr(model.criterion, "one2many", model.criterion)
-    preds = model(batch["img"])
-    preds = preds[1] if isinstance(preds, tuple) else preds
-    if isinstance(criterion, v8DetectionLoss):  # YOLO heads: TaskAlignedAssigner on the model's predictions
-        preds = preds.get("one2many", preds)
-        (fg_mask, gt_index, *_), _, _ = criterion.get_assigned_targets_and_loss(preds, batch)
-        return fg_mask, gt_index, [f.shape[2] * f.shape[3] for f in preds["feats"]]
-    from umop_yolo.nn.targets import padded_targets  # RetinaNet / ATSS
-
-    anchors, sizes = criterion.head.anchors_for(preds["feats"])
-    boxes, _, mask = padded_targets(batch)
-    result = criterion.loss.assigner(anchors, sizes, boxes, mask)
-    return result.pos, result.gt_index, sizes
+def criterion_of(model: nn.Module) -> LevelCriterion:
+    """The model's criterion (an end-to-end head's one-to-many branch), as its trainer builds it from `model.args`."""
+    criterion = level_criterion(model.criterion)
+    if criterion is None:
+        raise TypeError(f"{type(model).__name__}: its criterion {type(model.criterion).__name__} has no per-level "
+                        "assignment (engine.criterion.LevelCriterion)")
+    return criterion
 
 
 @torch.no_grad()
@@ -132,8 +127,7 @@ def analyze_levels(model: nn.Module, batches: Any, total: int | None = None) -> 
     model.criterion = model.init_criterion()
     report = LevelReport(level_names(model.stride), [int(s) for s in model.stride])
     for batch in TQDM(batches, total=total, desc="Assigning targets"):
-        pos, gt_index, sizes = assign(model, batch)
-        report.add(pos, gt_index, sizes, int(batch["cls"].shape[0]))
+        report.add(assign(model, batch), int(batch["cls"].shape[0]))
     return report
 
 
@@ -148,7 +142,6 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     from ultralytics.utils.torch_utils import init_seeds, select_device
 
     from umop_yolo.data.resolve import resolve_data
-    from umop_yolo.engine.api import UmopYOLO
     from umop_yolo.engine.build import build_model
     from umop_yolo.settings import check_umop_args
 
@@ -159,8 +152,8 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     init_seeds(cfg.seed)
     device = select_device(cfg.device, verbose=False)
     data = check_det_dataset(resolve_data(cfg.data))
-    if str(cfg.model).endswith(".pt"):  # loaded as `umop val/predict` load it
-        model = UmopYOLO(str(cfg.model)).model.float().to(device)
+    if str(cfg.model).endswith(".pt"):
+        model = checkpoint_model(str(cfg.model)).to(device)
     else:
         model = build_model(cfg.model, nc=data["nc"], ch=data["channels"], verbose=False).to(device)
     model.args = cfg
@@ -176,6 +169,21 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     report.save(out_dir, f"Positive proportion per level: {Path(str(cfg.model)).stem} on {Path(str(cfg.data)).stem}")
     LOGGER.info(f"\n{report.table()}\nResults saved to {out_dir}")
     return report
+
+
+def checkpoint_model(path: str) -> nn.Module:
+    """A .pt loaded as `umop val/predict` load it. A stock Ultralytics model is rebuilt as ours from its own YAML, with
+    its weights: the same TaskAlignedAssigner on the same predictions, in a criterion that has `assign`."""
+    from umop_yolo.engine.api import UmopYOLO
+    from umop_yolo.engine.build import build_model
+    from umop_yolo.engine.model import UmopDetectionModel
+
+    model = UmopYOLO(path).model.float()
+    if isinstance(model, UmopDetectionModel):
+        return model
+    ours = build_model(model.yaml, nc=model.yaml["nc"], ch=model.yaml.get("channels", 3), verbose=False)
+    ours.load(model, verbose=False)
+    return ours
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from umop_yolo.engine.criterion import level_criterion
 from umop_yolo.engine.saving import trim_epochs
 
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
@@ -31,8 +32,8 @@ def level_names(strides: Tensor | list[float]) -> list[str]:
 
 def criterion_stats(criterion: Any) -> dict[str, Tensor]:
     """The latest per-level stats of a criterion (the one-to-many branch of an end-to-end loss); {} if none."""
-    criterion = getattr(criterion, "one2many", criterion)
-    return getattr(criterion, "last_stats", None) or {}
+    criterion = level_criterion(criterion)
+    return criterion.last_stats if criterion is not None else {}
 
 
 def step_values(stats: dict[str, Tensor]) -> Tensor:
