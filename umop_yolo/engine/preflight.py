@@ -17,7 +17,7 @@ import torch
 from umop_yolo.cfg import ConfigError, check_values
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.checkpoint import CheckpointError, load_file
-from umop_yolo.settings import UMOP_DEFAULTS, check_umop_args
+from umop_yolo.settings import check_umop_args
 
 
 def resume_path(args: dict[str, Any]) -> Path:
@@ -39,7 +39,7 @@ def check_resumable(ckpt: dict, path: Path) -> None:
             f"checkpoint '{path}' is from a finished training ({epochs} epochs), nothing to resume; "
             f"start a new run from its weights with model={path}"
         )
-    check_umop_args({**UMOP_DEFAULTS, **train_args})
+    check_umop_args(train_args)  # keys an older checkpoint lacks take their defaults
 
 
 def check_model_yaml(model: str) -> None:
