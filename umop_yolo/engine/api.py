@@ -32,7 +32,7 @@ class UmopYOLO(Model):
         if trust_checkpoint:
             self.overrides["trust_checkpoint"] = True
 
-    def load(self, weights: Any = "yolo26n.pt") -> "UmopYOLO":
+    def load(self, weights: Any = "yolo26n.pt") -> UmopYOLO:
         """Transfer weights from a checkpoint (restricted loading unless trusted), as `Model.load`."""
         with checkpoint_loading(self.trust_checkpoint):
             return super().load(weights)
