@@ -1,8 +1,11 @@
-"""Shared fixtures: a private dataset cache, a tiny generated dataset, and where ../shared lives."""
+"""Shared fixtures and helpers: a private dataset cache, a tiny generated dataset, where ../shared lives, tiny
+training arguments and a CSV reader."""
 
+import csv
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,10 @@ def tiny_train_args(data: Path, project: Path, **kw) -> list[str]:
                 project=project, name="run", plots=False, val=True)
     args.update(kw)
     return [f"{k}={v}" for k, v in args.items()]
+
+
+def read_csv(path: Path, value: Callable[[str], object] = str) -> list[dict]:
+    """Rows of a CSV log (results.csv, levels.csv, ablation.csv) as dicts; keys and values stripped, values
+    converted by `value` (e.g. float)."""
+    with open(path, encoding="utf-8") as f:
+        return [{k.strip(): value(v.strip()) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,11 +1,10 @@
 """`umop ablate`: the summary math on known numbers, the table, and an end-to-end run that a second call reuses."""
 
-import csv
 import math
 
 import pytest
 
-from conftest import tiny_train_args
+from conftest import read_csv, tiny_train_args
 from umop_yolo.ablate.report import ci_cell, paired, summarize, table_markdown
 from umop_yolo.ablate.runner import VARIANTS, parse_seeds, parse_variant_overrides, parse_variants, switches
 from umop_yolo.ablate.stats import epochs_to_reach, mean_curve, mean_std, paired_difference, student_t_quantile
@@ -101,25 +100,21 @@ def test_variant_overrides_are_taken_out_and_checked():
             parse_variant_overrides(bad, ["baseline", "pfl"])
 
 
-def rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
+@pytest.mark.slow
 def test_ablation_writes_table_curves_and_reuses_finished_runs(tiny_shapes, tmp_path, capsys):
     argv = ["ablate", *tiny_train_args(tiny_shapes, tmp_path, name="abl", imgsz=64), "seeds=2",
             "variants=baseline,pfl+lrp", "baseline:cls=0.7"]
     assert main(argv) == 0
     out = tmp_path / "abl"
     runs = ["baseline-seed0", "baseline-seed1", "pfl+lrp-seed0", "pfl+lrp-seed1"]
-    assert [r["run"] for r in rows(out / "ablation.csv")] == runs
+    assert [r["run"] for r in read_csv(out / "ablation.csv")] == runs
     table = (out / "ablation.md").read_text()
     assert "| baseline (umop=false cls=0.7) |" in table and "| pfl+lrp (umop=true lrp=true) |" in table
     assert "2 variants x 2 seed(s) (0, 1)" in table and "1 epochs" in table and "baseline: cls=0.7" in table
     assert "ΔAP paired, 95% CI" in table and "seed by seed" in table
     assert (out / "ap_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "pfl/gamma_P3" in rows(out / "pfl+lrp-seed1" / "results.csv")[0]  # the variants really differ
-    assert not any(k.startswith("pfl/") for k in rows(out / "baseline-seed0" / "results.csv")[0])
+    assert "pfl/gamma_P3" in read_csv(out / "pfl+lrp-seed1" / "results.csv")[0]  # the variants really differ
+    assert not any(k.startswith("pfl/") for k in read_csv(out / "baseline-seed0" / "results.csv")[0])
     experiment_cls = load_yaml(CFG_DIR / "yolov8n_umop.yaml").get("cls", 0.5)  # the default cfg of umop ablate
     assert load_yaml(out / "baseline-seed0" / "args.yaml")["cls"] == 0.7
     assert load_yaml(out / "pfl+lrp-seed1" / "args.yaml")["cls"] == experiment_cls

@@ -68,6 +68,7 @@ def test_unknown_mode_and_help(capsys):
     assert main(["--help"]) == 0
 
 
+@pytest.mark.slow
 def test_entry_points_report_errors_on_one_line():
     for script in ("train.py", "val.py"):
         proc = subprocess.run([sys.executable, str(REPO_ROOT / script), "bogus_key=1"], capture_output=True, text=True)

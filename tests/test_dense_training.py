@@ -1,6 +1,5 @@
 """Tiny RetinaNet and ATSS learn through UmopTrainer; checkpoints reload, predict and export; UMOP logs gamma_l."""
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -8,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import read_csv
 
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.trainer import UmopTrainer
+
+pytestmark = pytest.mark.slow  # every test trains
 
 
 def draw_dataset(root: Path, n: int = 8, size: int = 128) -> Path:
@@ -57,17 +59,12 @@ def train(detector: str, data: Path, project: Path, **overrides) -> Path:
     return project / detector
 
 
-def results(run: Path) -> list[dict[str, float]]:
-    with open(run / "results.csv") as f:
-        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def total_loss(row: dict[str, float]) -> float:
     return sum(v for k, v in row.items() if k.startswith("train/"))
 
 
 def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path):
-    rows = results(train("retinanet", boxes_and_discs, tmp_path, umop=False))
+    rows = read_csv(train("retinanet", boxes_and_discs, tmp_path, umop=False) / "results.csv", float)
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
     assert rows[-1]["metrics/mAP50(B)"] > 0.3
     for level in ("P3", "P4", "P5", "P6", "P7"):  # plain focal loss: the flat reference line of Fig. 3
@@ -78,7 +75,7 @@ def test_retinanet_with_plain_focal_loss_learns(boxes_and_discs, tmp_path):
 
 def test_atss_with_umop_learns_logs_gamma_per_level_and_its_checkpoint_predicts_and_exports(boxes_and_discs, tmp_path):
     run = train("atss", boxes_and_discs, tmp_path, umop=True)
-    rows = results(run)
+    rows = read_csv(run / "results.csv", float)
     assert total_loss(rows[-1]) < 0.6 * total_loss(rows[0])
     assert rows[-1]["metrics/mAP50(B)"] > 0.3
     for level in ("P3", "P4", "P5", "P6", "P7"):

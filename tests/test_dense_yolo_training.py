@@ -1,19 +1,21 @@
 """RetinaNet / ATSS on YOLOv8n and YOLO11n through the CLI's experiment path: one tiny epoch of each shipped YAML
 trains and validates; an interrupted run resumes; checkpoints load restricted, run TTA validation and `umop analyze`."""
 
-import csv
 import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import read_csv
 from ultralytics.utils.callbacks import base
 
 from umop_yolo.cli import run
 from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.nn.yolo_backbone import YOLOBackbone
+
+pytestmark = pytest.mark.slow  # every test trains
 
 TINY = ["epochs=1", "imgsz=64", "batch=8", "device=cpu", "workers=0", "name=run"]  # 16 images: 2 steps an epoch
 LEVELS = ("P3", "P4", "P5")
@@ -23,15 +25,10 @@ class Interrupted(Exception):
     """Raised by a callback to stop training after epoch 1's checkpoint, as a crash would."""
 
 
-def rows(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "results.csv") as f:
-        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
 def check_run(run_dir: Path, epochs: int, umop: bool) -> None:
     """results.csv: finite losses, COCO AP, per-level statistics (gamma_l within gamma0 +- delta with UMOP); best.pt
     loads with the restricted unpickler into a dense model on a YOLO backbone."""
-    table = rows(run_dir)
+    table = read_csv(run_dir / "results.csv", float)
     assert [int(r["epoch"]) for r in table] == list(range(1, epochs + 1))
     for r in table:
         assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("train/box_loss", "train/cls_loss"))

@@ -13,7 +13,7 @@ from scenes import train_on_scenes, write_scenes
 from umop_yolo.ablate.report import summarize
 from umop_yolo.ablate.runner import Run
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # trains YOLOv8n
 
 
 def test_results_csv_holds_nan_for_a_size_range_without_ground_truth(tmp_path):

@@ -12,7 +12,7 @@ from scenes import train_on_scenes, write_scenes
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.eval.metrics import COCO_KEYS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # trains YOLOv8n
 
 
 def test_training_logs_coco_columns_and_selects_best_by_coco_ap(tmp_path):

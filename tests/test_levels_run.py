@@ -1,22 +1,16 @@
 """Level diagnostics end to end through the CLI: a tiny training run's levels.csv, results columns and plots,
 `umop plots` on an existing run, `umop analyze` on the tiny dataset and on coco128."""
 
-import csv
 import math
 
 import pytest
 
-from conftest import tiny_train_args
+from conftest import read_csv, tiny_train_args
 from umop_yolo.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LEVELS = ("P3", "P4", "P5")
 PLOTS = ("levels_pos_ratio.png", "levels_cls_loss.png", "levels_gamma_alpha.png")
-
-
-def read_csv(path):
-    with open(path) as f:
-        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def is_png(path):
@@ -31,6 +25,7 @@ def umop_run(tiny_shapes, tmp_path_factory):
     return project / "run"
 
 
+@pytest.mark.slow
 def test_training_writes_bounded_levels_csv_with_results_columns_and_three_plots(umop_run):
     rows = read_csv(umop_run / "levels.csv")
     assert len(rows) == 2 * math.ceil(4 / 3) * len(LEVELS)  # per epoch: windows of 3 + 1 steps, one row per level
@@ -48,6 +43,7 @@ def test_training_writes_bounded_levels_csv_with_results_columns_and_three_plots
     assert all(is_png(umop_run / name) for name in PLOTS)
 
 
+@pytest.mark.slow
 def test_plots_command_redraws_an_existing_run(umop_run, capsys):
     for name in PLOTS:
         (umop_run / name).unlink()
@@ -63,6 +59,7 @@ def test_plots_command_errors_in_one_line(tmp_path, capsys):
     assert err[0].startswith("umop: error:") and "levels.csv" in err[0] and "run=" in err[1]
 
 
+@pytest.mark.slow
 def test_stock_run_records_positives_and_loss_but_no_gamma(tiny_shapes, tmp_path):
     assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, umop=False, batch=4, level_log_interval=2)]) == 0
     run = tmp_path / "run"

@@ -19,6 +19,7 @@ def binary_levels(seed=0, sizes=(64, 16, 4), nc=3, scale=3.0):
     return logits, targets
 
 
+@pytest.mark.slow
 def test_pure_pytorch_module_imports_no_ultralytics():
     code = "import sys, umop_yolo.pfl; sys.exit('ultralytics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -3,11 +3,14 @@
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from umop_yolo.pfl import ProgressiveFocalLoss
+
+pytestmark = pytest.mark.slow  # starts two processes
 
 
 def _free_port() -> int:

@@ -51,6 +51,7 @@ def test_validation_loss_explodes_against_the_training_loss_with_a_floor():
 
 
 @pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+@pytest.mark.slow
 def test_lr0_1_stops_in_one_line_naming_the_learning_rate(optimizer, tiny_shapes, tmp_path, capsys):
     args = tiny_train_args(tiny_shapes, tmp_path, epochs=3, lr0=1, optimizer=optimizer, **FAST)
     assert main(["train", *args]) == 2
@@ -59,6 +60,7 @@ def test_lr0_1_stops_in_one_line_naming_the_learning_rate(optimizer, tiny_shapes
     assert f"lr0=1, optimizer={optimizer}" in err[0]
 
 
+@pytest.mark.slow
 def test_an_explosion_after_a_saved_epoch_reloads_last_pt_and_stops_after_three_tries(
         tiny_shapes, tmp_path, warnings_seen):
     trainer = UmopTrainer(overrides=experiment_args(None, parse_args(tiny_train_args(

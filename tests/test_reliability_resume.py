@@ -63,6 +63,7 @@ def kill_mid_second_epoch(script: Path, args: list[str], paused: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_configured_epochs_with_its_umop_settings(tiny_shapes, tmp_path):
     script = tmp_path / "pausing_train.py"
     script.write_text(PAUSING_TRAIN)

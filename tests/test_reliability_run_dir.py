@@ -56,6 +56,7 @@ def test_run_lock_admits_one_holder_at_a_time(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_second_training_into_a_locked_run_stops_in_one_line_and_leaves_it_byte_identical(
         tiny_shapes, tmp_path, lock_holder, capsys):
     run = tmp_path / "run"
@@ -72,6 +73,7 @@ def test_second_training_into_a_locked_run_stops_in_one_line_and_leaves_it_byte_
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_process_does_not_block(tmp_path, lock_holder):
     holder = lock_holder(tmp_path / "run")
     with pytest.raises(RunDirectoryInUseError):
@@ -94,6 +96,7 @@ def test_a_save_removes_only_its_own_temporary_folder(tmp_path):
     assert sorted(p.name for p in wdir.iterdir()) == [live.name, "last.pt"]
 
 
+@pytest.mark.slow
 def test_next_training_removes_what_killed_saves_left_and_logs_final_paths(tiny_shapes, tmp_path):
     run = tmp_path / "run"
     killed_strip = run / "weights" / f"{PARTIAL_PREFIX}killed-in-final-strip"

@@ -219,6 +219,7 @@ for trust in (False, True):
 """
 
 
+@pytest.mark.slow
 def test_missing_module_never_triggers_an_install(tmp_path):
     """In a fresh interpreter: importing umop_yolo turns Ultralytics' AUTOINSTALL off, and a checkpoint naming a
     module that is not installed fails with one line, trusted or not, without running pip (or anything)."""
@@ -246,6 +247,7 @@ def test_missing_module_never_triggers_an_install(tmp_path):
     assert not log.exists(), log.read_text()
 
 
+@pytest.mark.slow
 def test_importing_the_package_patches_nothing_in_ultralytics():
     code = ("from ultralytics.nn import tasks; before = tasks.torch_load; "
             "import umop_yolo.engine.api, umop_yolo.engine.trainer, umop_yolo.cli; print(tasks.torch_load is before)")

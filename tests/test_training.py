@@ -22,6 +22,7 @@ def read_csv(path):
         return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_training_logs_gamma_and_alpha_per_level_and_checkpoints_keep_umop_settings(tiny_shapes, tmp_path):
     assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, pfl_delta=0.4, epochs=2)]) == 0
     run = tmp_path / "run"
@@ -35,6 +36,7 @@ def test_training_logs_gamma_and_alpha_per_level_and_checkpoints_keep_umop_setti
     assert type(ckpt["model"]).__module__ == "umop_yolo.engine.model"  # final checkpoints keep the model
 
 
+@pytest.mark.slow
 def test_stock_run_has_no_pfl_columns(tiny_shapes, tmp_path):
     assert main(["train", *tiny_train_args(tiny_shapes, tmp_path, umop=False)]) == 0
     assert not any(k.startswith("pfl/") for k in read_csv(tmp_path / "run" / "results.csv")[0])
@@ -53,6 +55,7 @@ socket.create_connection = _refuse
 """
 
 
+@pytest.mark.slow
 def test_training_runs_with_the_network_blocked_and_never_tries_it(tiny_shapes, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
@@ -68,6 +71,7 @@ def test_training_runs_with_the_network_blocked_and_never_tries_it(tiny_shapes, 
     assert not log.exists(), log.read_text()
 
 
+@pytest.mark.slow
 def test_generated_ddp_worker_script_trains_with_our_trainer(tiny_shapes, tmp_path):
     """What `device=0,1,2,3` runs in every worker, executed here in one CPU process (no GPUs to launch on)."""
     script = tmp_path / "make_ddp.py"
@@ -88,6 +92,7 @@ def test_generated_ddp_worker_script_trains_with_our_trainer(tiny_shapes, tmp_pa
     assert "pfl/gamma_P3" in read_csv(tmp_path / "ddp" / "results.csv")[0]
 
 
+@pytest.mark.slow
 def test_torchrun_worker_joins_with_the_global_world_size(tiny_shapes, tmp_path):
     code = textwrap.dedent(f"""
         from umop_yolo.engine.trainer import UmopTrainer
@@ -101,6 +106,7 @@ def test_torchrun_worker_joins_with_the_global_world_size(tiny_shapes, tmp_path)
     assert proc.stdout.split()[-2:] == ["8", "False"]
 
 
+@pytest.mark.slow
 def test_val_predict_export_commands_on_a_trained_checkpoint(tiny_shapes, tmp_path):
     assert main(["train", *tiny_train_args(tiny_shapes, tmp_path)]) == 0
     weights = tmp_path / "run" / "weights" / "best.pt"
@@ -118,6 +124,7 @@ def test_val_predict_export_commands_on_a_trained_checkpoint(tiny_shapes, tmp_pa
     assert weights.with_suffix(".torchscript").is_file()
 
 
+@pytest.mark.slow
 def test_mmdetection_step_schedule_warmup_iters_and_grad_clip_reach_the_optimizer(tiny_shapes, tmp_path):
     args = tiny_train_args(tiny_shapes, tmp_path, epochs=3, lr_steps=[1, 2], warmup_iters=1, grad_clip=0.0,
                            optimizer="SGD", lr0=0.01, val=False)
