@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: a private dataset cache, a tiny generated dataset, where ../shared lives, tiny
-training arguments and a CSV reader."""
+training arguments, a training batch and a CSV reader."""
 
 import csv
 import logging
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, deadline=None)  # CI: the same examples every run, no flakes
@@ -65,6 +66,14 @@ def tiny_train_args(data: Path, project: Path, **kw) -> list[str]:
                 project=project, name="run", plots=False, val=True)
     args.update(kw)
     return [f"{k}={v}" for k, v in args.items()]
+
+
+def tiny_batch() -> dict:
+    """A seeded training batch as Ultralytics collates it: two 128 px images, three boxes (normalised xywh)."""
+    g = torch.Generator().manual_seed(0)
+    return {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+            "cls": torch.tensor([[0.0], [2.0], [1.0]]),
+            "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.8, 0.5]])}
 
 
 def read_csv(path: Path, value: Callable[[str], object] = str) -> list[dict]:

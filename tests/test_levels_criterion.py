@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_batch
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
@@ -29,16 +30,9 @@ def model(yaml, umop):
     return m
 
 
-def batch():
-    g = torch.Generator().manual_seed(0)
-    return {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
-            "cls": torch.tensor([[0.0], [2.0], [1.0]]),
-            "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.8, 0.5]])}
-
-
 @pytest.mark.parametrize("yaml, umop", MODELS)
 def test_both_loss_families_assign_the_positives_their_loss_trains_with(yaml, umop):
-    m, b = model(yaml, umop).train(), batch()
+    m, b = model(yaml, umop).train(), tiny_batch()
     m.criterion = m.init_criterion()
     criterion = level_criterion(m.criterion)
     assert isinstance(criterion, LevelCriterion)
@@ -68,4 +62,4 @@ def test_end_to_end_heads_record_their_one_to_many_branch_and_foreign_criteria_h
     stock.criterion = stock.init_criterion()
     assert type(stock.criterion) is v8DetectionLoss and level_criterion(stock.criterion) is None
     with pytest.raises(TypeError, match="DetectionModel.*v8DetectionLoss"):
-        assign(stock, batch())
+        assign(stock, tiny_batch())

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import tiny_batch
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
@@ -23,17 +24,10 @@ def tiny_model(detector: str, umop: bool):
     return m
 
 
-def batch():
-    g = torch.Generator().manual_seed(0)
-    return {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
-            "cls": torch.tensor([[0.0], [2.0], [1.0]]),
-            "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.2, 0.1, 0.1], [0.6, 0.6, 0.8, 0.5]])}
-
-
 @pytest.mark.parametrize("detector", ["retinanet", "atss"])
 def test_dense_heads_record_levels_and_analyze_matches_their_assigner(detector):
     m = tiny_model(detector, umop=True).train()
-    m.loss(batch())
+    m.loss(tiny_batch())
     stats = criterion_stats(m.criterion)
     names = level_names(m.stride)
     assert names == ["P3", "P4", "P5", "P6", "P7"] and stats["num_pos"].shape == (5,)
@@ -49,7 +43,7 @@ def test_dense_heads_record_levels_and_analyze_matches_their_assigner(detector):
 
     # anchor-based assigners: the same positives whatever the predictions and the classification loss
     for model in (m, tiny_model(detector, umop=False)):
-        report = analyze_levels(model, [batch()], total=1)
+        report = analyze_levels(model, [tiny_batch()], total=1)
         assert report.positives == stats["num_pos"].long().tolist()
         assert sum(report.objects) >= 3 - report.unassigned
     if detector == "retinanet":  # low-quality matches give every box an anchor
