@@ -20,9 +20,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from ultralytics.nn.tasks import DetectionModel
@@ -94,7 +94,7 @@ def compare(umop: bool, args: argparse.Namespace, device: torch.device, out: Pat
     for i in range(args.steps):  # alternate which goes first
         pair = [(without, plain, False), (with_, recorded, True)]
         for times, criterion, record in pair if i % 2 == 0 else pair[::-1]:
-            times.append(timed(lambda: step(criterion, record), device))
+            times.append(timed(lambda c=criterion, r=record: step(c, r), device))
     stats = criterion_stats(recorded)
     update_alone = []
     for _ in range(args.update_reps):

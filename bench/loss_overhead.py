@@ -33,17 +33,18 @@ import statistics
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys with Ultralytics)
+from umop_yolo.engine.build import build_model
 from umop_yolo.engine.dense_schema import load_model_yaml
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
-from umop_yolo.engine.build import build_model
 
 TARGETS = {"step": 1.02, "loss": 1.15, "memory": 1.02}  # candidate / baseline at most; added syncs: 0
 

@@ -127,7 +127,8 @@ def predict(source: Path, save_dir: Path, model: nn.Module, **overrides) -> list
 
 
 def train_on_scenes(data: Path, project: Path, epochs: int) -> UmopTrainer:
-    """`epochs` of YOLOv8n at 64 px on CPU through the project's trainer, validating every epoch; returns the trainer."""
+    """`epochs` of YOLOv8n at 64 px on CPU through the project's trainer, validating every epoch; returns the
+    trainer."""
     args = dict(model="yolov8n.yaml", data=str(data), epochs=epochs, imgsz=64, batch=4, device="cpu", workers=0,
                 project=str(project), name="run", plots=False, amp=False, conf=1e-4)
     trainer = UmopTrainer(overrides=args)

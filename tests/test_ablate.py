@@ -8,9 +8,9 @@ from conftest import read_csv, tiny_train_args
 from umop_yolo.ablate.report import ci_cell, paired, summarize, table_markdown
 from umop_yolo.ablate.runner import VARIANTS, parse_seeds, parse_variant_overrides, parse_variants, switches
 from umop_yolo.ablate.stats import epochs_to_reach, mean_curve, mean_std, paired_difference, student_t_quantile
-from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.cfg import CFG_DIR, ConfigError, load_yaml
 from umop_yolo.cli import main
+from umop_yolo.eval.coco_eval import METRICS
 
 
 def test_mean_and_sample_std_on_known_numbers():

@@ -6,10 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import COCO128
 import yaml
 from ultralytics.data.utils import check_det_dataset
 
+from conftest import COCO128
 from umop_yolo.data import convert, convert_main, resolve_data
 from umop_yolo.errors import UserInputError
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import COCO128
 import yaml
 from ultralytics.data.utils import check_det_dataset
 
+from conftest import COCO128
 from umop_yolo.cfg import DATA_DIR
 from umop_yolo.data import resolve
 from umop_yolo.data.resolve import resolve_data

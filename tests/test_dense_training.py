@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import read_csv
 
+from conftest import read_csv
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.trainer import UmopTrainer
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import read_csv
 from ultralytics.utils.callbacks import base
 
+from conftest import read_csv
 from umop_yolo.cli import run
 from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel

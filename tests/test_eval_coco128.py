@@ -9,12 +9,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.data.utils import check_det_dataset
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import YAML
 
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from conftest import COCO128
 from scenes import standalone_cocoeval
 from umop_yolo.engine.validator import CocoDetectionValidator
@@ -85,7 +84,8 @@ def test_official_json_numbers_equal_standalone_pycocotools(tmp_path):
     assert 0.1 < ours[0] < 0.9
     img_ids = sorted(image["id"] for image in validator.images.values())  # this dataset's: all 128 of the JSON
     assert len(img_ids) == 128
-    np.testing.assert_array_equal(ours, standalone_cocoeval(validator.gt_json, tmp_path / "val" / "predictions.json", img_ids))
+    predictions = tmp_path / "val" / "predictions.json"
+    np.testing.assert_array_equal(ours, standalone_cocoeval(validator.gt_json, predictions, img_ids))
 
 
 def test_tiny_model_on_yolo_labels_equals_standalone_pycocotools(tmp_path):

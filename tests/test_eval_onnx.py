@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.engine.exporter import Exporter
 
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from umop_yolo.engine.build import build_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 
-@pytest.mark.parametrize("cfg, imgsz", [("yolov8n.yaml", 64), ("retinanet_r18_fpn.yaml", 128), ("atss_r18_fpn.yaml", 128),
-                                        ("atss_yolov8n.yaml", 64), ("retinanet_yolo11n.yaml", 64)])
+@pytest.mark.parametrize("cfg, imgsz", [("yolov8n.yaml", 64), ("retinanet_r18_fpn.yaml", 128),
+                                        ("atss_r18_fpn.yaml", 128), ("atss_yolov8n.yaml", 64),
+                                        ("retinanet_yolo11n.yaml", 64)])
 def test_onnx_matches_pytorch_for_every_head(cfg, imgsz, tmp_path):
     torch.manual_seed(0)
     model = build_model(cfg, nc=2, verbose=False)

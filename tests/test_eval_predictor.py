@@ -7,10 +7,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.nn.tasks import DetectionModel
 
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, predict, write_scenes
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.nn.tasks import DetectionModel
 
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import validate, write_scenes
 from umop_yolo.engine.tta import predict_augment
 

@@ -13,15 +13,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 
+import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, standalone_cocoeval, validate, write_scenes
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.eval.metrics import COCO_KEYS
+
 
 def test_exact_boxes_score_one_everywhere(tmp_path):
     data = write_scenes(tmp_path / "scenes")

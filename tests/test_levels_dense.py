@@ -4,10 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_batch
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
+from conftest import tiny_batch
 from umop_yolo.diagnostics.analyze import analyze_levels
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names

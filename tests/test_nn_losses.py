@@ -103,7 +103,8 @@ def test_a_head_that_adds_a_term_lists_it_after_the_others():
             return preds["bbox_deltas"].abs().sum() / t.num_pos
 
     preds = retina_preds()
-    want = RetinaNetLoss(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
+    plain = RetinaNetLoss(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)
+    want = plain(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
     got = WithL1(FOCAL, MaxIoUAssigner(), DeltaXYWHBoxCoder(), nc=3)(preds, ANCHORS, [3, 2], BOXES, LABELS, MASK)
     assert list(got) == ["box_loss", "cls_loss", "l1_loss"]
     assert torch.equal(got["box_loss"], want["box_loss"]) and torch.equal(got["cls_loss"], want["cls_loss"])

@@ -29,7 +29,8 @@ def test_delta_zero_equals_torchvision_focal_loss():
     logits, targets = binary_levels()
     loss, stats = ProgressiveFocalLoss(gamma=2.0, delta=0.0, w=0.5)(logits, targets, normalizer=7.0)
     expected = sum(
-        torchvision.ops.sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0, reduction="sum") for x, t in zip(logits, targets)
+        torchvision.ops.sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0, reduction="sum")
+        for x, t in zip(logits, targets)
     ) / 7.0
     torch.testing.assert_close(loss, expected)
     assert torch.equal(stats["gamma"], torch.full((3,), 2.0))
@@ -186,7 +187,8 @@ def test_invalid_settings_name_the_bad_value():
 
 
 def test_w_at_or_above_the_lower_clamp_is_refused_so_alpha_stays_below_one():
-    """alpha_l = w / gamma_l (Eq. 5) must stay < 1 down to gamma_l = gamma - delta, or negatives get 1 - alpha_l <= 0."""
+    """alpha_l = w / gamma_l (Eq. 5) must stay < 1 down to gamma_l = gamma - delta, or negatives get
+    1 - alpha_l <= 0."""
     with pytest.raises(UserInputError, match=r"^w=1.6 must be < gamma - delta = 1.5 "):
         ProgressiveFocalLoss(w=1.6, gamma=2, delta=0.5)
     with pytest.raises(UserInputError, match=r"^w=1.5 must be"):
@@ -212,7 +214,8 @@ def test_bce_positive_forms_follow_their_definitions(form):
     want = torch.where(t > 0, pos_weight * bce, neg_weight * p**gamma * bce)
     got = focal_loss(x, t, gamma, alpha, form)
     torch.testing.assert_close(got.detach(), want)
-    assert float(got[0, 1]) == pytest.approx(float(pos_weight[0, 1] * bce[0, 1]))  # a soft positive keeps its BCE signal
+    # a soft positive keeps its BCE signal
+    assert float(got[0, 1]) == pytest.approx(float(pos_weight[0, 1] * bce[0, 1]))
     with pytest.raises(ValueError, match="form='vfl'"):
         ProgressiveFocalLoss(form="vfl")
 

@@ -12,8 +12,8 @@ import torch
 from ultralytics.cfg import get_cfg
 
 from umop_yolo.cfg import MODELS_DIR
-from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.build import build_model
+from umop_yolo.engine.dense import DenseDetectionModel
 
 IMGSZ, BATCH, NC = 64, 2, 5
 MODELS = {  # name: builder of a fresh model with NC classes

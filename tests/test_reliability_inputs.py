@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import tiny_train_args
 
+from conftest import tiny_train_args
 from umop_yolo.cfg import check_values
 from umop_yolo.cli import main
 from umop_yolo.errors import UserInputError
@@ -87,9 +87,9 @@ def bad_inputs(tmp_path):
     }
 
 
-CASES = ["empty val split", "no labels at all", "truncated checkpoint", "unknown module", "missing model YAML", "missing data path", "wrong type",
-         "out of range", "alpha above 1", "trust not a boolean", "zero image size", "negative image size",
-         "negative batch", "epochs not a number", "missing CUDA device", "negative workers"]
+CASES = ["empty val split", "no labels at all", "truncated checkpoint", "unknown module", "missing model YAML",
+         "missing data path", "wrong type", "out of range", "alpha above 1", "trust not a boolean", "zero image size",
+         "negative image size", "negative batch", "epochs not a number", "missing CUDA device", "negative workers"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -179,7 +179,8 @@ def test_the_data_audit_skips_unreadable_images_naming_the_real_reason(tmp_path,
         label = tmp_path / "labels" / image.parent.name / f"{image.stem}.txt"
         label.write_text("0 0.5 0.5 0.3 0.3\n")
     resolved = yaml.safe_load(Path(resolve_data(data)).read_text())
-    assert sorted(warnings_seen) == sorted(f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items())
+    want = [f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items()]
+    assert sorted(warnings_seen) == sorted(want)
     for split, n in (("train", 4), ("val", 2)):  # Ultralytics is given the readable images only
         assert sorted(p.name for p in Path(resolved[split]).iterdir()) == [f"{i}.jpg" for i in range(n)]
 
@@ -196,7 +197,8 @@ def test_predict_skips_unreadable_images_naming_the_real_reason(tmp_path, warnin
     torch.save({"model": build_model("yolov8n.yaml", nc=1, verbose=False), "train_args": {}}, weights)
     argv = ["predict", f"model={weights}", f"source={folder}", "imgsz=64", "device=cpu", f"project={tmp_path}"]
     assert main([*argv, "name=pred"]) == 0
-    assert sorted(warnings_seen) == sorted(f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items())
+    want = [f"WARNING ⚠️ {image}: {reason}, image skipped" for image, reason in bad.items()]
+    assert sorted(warnings_seen) == sorted(want)
     assert [p.name for p in (tmp_path / "pred").glob("*.jpg")] == ["good.jpg"]
 
 

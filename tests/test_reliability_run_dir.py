@@ -13,8 +13,8 @@ import pytest
 
 from conftest import tiny_train_args
 from umop_yolo.cli import main
-from umop_yolo.engine.saving import PARTIAL_PREFIX, atomic_weights
 from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
+from umop_yolo.engine.saving import PARTIAL_PREFIX, atomic_weights
 
 HOLD_LOCK = """
 import sys, time

@@ -22,10 +22,10 @@ from conftest import tiny_train_args
 from umop_yolo.cfg import MODELS_DIR
 from umop_yolo.cli import main
 from umop_yolo.engine import safe_pickle
-from umop_yolo.engine.checkpoint import CheckpointError, checkpoint_loading, load_file
-from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
+from umop_yolo.engine.checkpoint import CheckpointError, checkpoint_loading, load_file
+from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.safe_pickle import MissingGlobalError, UnsafeCheckpointError
 
 

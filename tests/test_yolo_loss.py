@@ -56,8 +56,8 @@ def test_umop_true_replaces_only_the_classification_term():
 
 
 def test_pfl_from_args_reads_every_setting_and_the_focal_baseline_has_delta_zero():
-    a = args(pfl_gamma=1.5, pfl_delta=0.25, pfl_w=0.4, pfl_statistic="paper", lrp_reduction="mean", pfl_form="varifocal",
-             lrp=False)
+    a = args(pfl_gamma=1.5, pfl_delta=0.25, pfl_w=0.4, pfl_statistic="paper", lrp_reduction="mean",
+             pfl_form="varifocal", lrp=False)
     pfl = pfl_from_args(a)
     assert (pfl.gamma, pfl.delta, pfl.w, pfl.statistic, pfl.reduction, pfl.form, pfl.levelwise, pfl.single_label) == (
         1.5, 0.25, 0.4, "paper", "mean", "varifocal", False, True)
@@ -88,7 +88,8 @@ def test_end_to_end_heads_use_pfl_in_both_branches():
     _, ours = model_pair("yolo26n.yaml", umop=True)
     loss, items = ours.loss(batch())
     assert isinstance(ours.criterion, E2ELoss)
-    assert isinstance(ours.criterion.one2many, PFLDetectionLoss) and isinstance(ours.criterion.one2one, PFLDetectionLoss)
+    assert isinstance(ours.criterion.one2many, PFLDetectionLoss)
+    assert isinstance(ours.criterion.one2one, PFLDetectionLoss)
     assert torch.isfinite(loss).all() and set(items) == {"box_loss", "cls_loss", "l1_loss"}
 
 

@@ -72,7 +72,8 @@ def check_keys(args: dict, source: str) -> None:
 
 def _integer(value: Any, low: int) -> bool:
     """An integer >= `low` (an integral float such as 1e2 counts, as in Ultralytics' own checks)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() and value >= low
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and float(value).is_integer() and value >= low
 
 
 def _number(value: Any) -> bool:

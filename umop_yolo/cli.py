@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any, Callable
+from typing import Any
 
 from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, check_values, experiment_args
 from umop_yolo.errors import UserInputError

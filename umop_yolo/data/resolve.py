@@ -109,7 +109,8 @@ def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
         return [f"class_{i}" for i in range(nc)] if nc else None
     if isinstance(names, dict):
         if sorted(names) != list(range(len(names))):
-            raise UserInputError(f"'names' keys must be the class ids 0..{len(names) - 1}, got {sorted(names, key=str)}")
+            ids = sorted(names, key=str)
+            raise UserInputError(f"'names' keys must be the class ids 0..{len(names) - 1}, got {ids}")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise UserInputError(f"'names' must be a non-empty list or {{id: name}} mapping, got {names!r}")

@@ -29,26 +29,26 @@ from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
 
 
-def _start_level_epoch(trainer: "UmopTrainer") -> None:
+def _start_level_epoch(trainer: UmopTrainer) -> None:
     """on_train_epoch_start: number this epoch's steps and name the pyramid levels for the level recorder."""
     if RANK in {-1, 0}:
         names = level_names(unwrap_model(trainer.model).stride)
         trainer.level_recorder.start_epoch(trainer.epoch + 1, trainer.epoch * len(trainer.train_loader), names)
 
 
-def _record_level_stats(trainer: "UmopTrainer") -> None:
+def _record_level_stats(trainer: UmopTrainer) -> None:
     """on_train_batch_end: this step's per-level stats into the recorder's device buffer (no host sync)."""
     if RANK in {-1, 0}:
         trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
 
 
-def _plot_levels(trainer: "UmopTrainer") -> None:
+def _plot_levels(trainer: UmopTrainer) -> None:
     """on_train_end (rank 0 only): the level diagnostics plots from levels.csv."""
     if (trainer.save_dir / "levels.csv").is_file():
         plot_run(trainer.save_dir)
 
 
-def _watch_divergence(trainer: "UmopTrainer") -> None:
+def _watch_divergence(trainer: UmopTrainer) -> None:
     """on_train_batch_end: the step loss into the divergence monitor. Ultralytics' progress bar has just read this
     step's loss items to the host, so this read waits for no further device work."""
     if RANK in {-1, 0}:
