@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from umop_yolo.errors import UserInputError
+from umop_yolo.nn.fpn import extra_level_convs, xavier_init_convs
 
 
 class ChannelMapper(nn.Module):
@@ -20,14 +21,8 @@ class ChannelMapper(nn.Module):
         if num_outs < len(in_channels):
             raise UserInputError(f"neck num_outs={num_outs} < {len(in_channels)} backbone outputs")
         self.convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.extra_convs = nn.ModuleList(
-            nn.Conv2d(in_channels[-1] if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
-            for i in range(num_outs - len(in_channels))
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.extra_convs = extra_level_convs(in_channels[-1], out_channels, num_outs - len(in_channels))
+        xavier_init_convs(self)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         outs = [conv(x) for conv, x in zip(self.convs, feats)]

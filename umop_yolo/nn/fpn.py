@@ -10,6 +10,23 @@ from umop_yolo.errors import UserInputError
 EXTRA_SOURCES = ("on_input", "on_output")
 
 
+
+def extra_level_convs(first_channels: int, out_channels: int, count: int) -> nn.ModuleList:
+    """The stride-2 3x3 convs that add the coarser levels (P6, P7): the first takes `first_channels`, each next one the
+    previous extra level."""
+    return nn.ModuleList(
+        nn.Conv2d(first_channels if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
+        for i in range(count)
+    )
+
+
+def xavier_init_convs(module: nn.Module) -> None:
+    """MMDetection's neck init: xavier-uniform weights and zero biases for every conv."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+
 class FPN(nn.Module):
     """MMDetection's FPN with `start_level=1` (inputs C3, C4, C5).
 
@@ -39,14 +56,8 @@ class FPN(nn.Module):
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         self.fpn_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         first = in_channels[-1] if add_extra_convs == "on_input" else out_channels
-        self.extra_convs = nn.ModuleList(
-            nn.Conv2d(first if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
-            for i in range(num_outs - len(in_channels))
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        self.extra_convs = extra_level_convs(first, out_channels, num_outs - len(in_channels))
+        xavier_init_convs(self)
 
     def forward(self, feats: list[Tensor]) -> list[Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, feats)]
