@@ -14,7 +14,10 @@ import yaml
 from umop_yolo.errors import InputNotFoundError, UserInputError
 from umop_yolo.settings import UMOP_DEFAULTS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder holding cfg/ and data/: the repo root in a checkout or an editable install; umop_yolo/assets in a wheel
+# install, where pyproject.toml maps the repo's two folders (the one copy of each YAML).
+REPO_ROOT = PACKAGE_DIR / "assets" if (PACKAGE_DIR / "assets" / "cfg").is_dir() else PACKAGE_DIR.parent
 CFG_DIR = REPO_ROOT / "cfg"
 MODELS_DIR = CFG_DIR / "models"
 DATA_DIR = REPO_ROOT / "data"  # dataset YAMLs, found by bare name (data=shapes)
