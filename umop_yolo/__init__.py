@@ -2,12 +2,25 @@
 
 `umop_yolo.pfl` is the pure-PyTorch loss core (no Ultralytics import). The Ultralytics adapters live in
 `umop_yolo.engine`; importing the package sets the offline environment first, because Ultralytics reads it once,
-when it is imported.
+when it is imported. `from umop_yolo import UmopYOLO` loads the engine only when asked for (PEP 562), so importing the
+core stays light.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from umop_yolo import offline
 
 offline.configure()
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["UmopYOLO", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UmopYOLO":
+        from umop_yolo.engine.api import UmopYOLO
+
+        return UmopYOLO
+    raise AttributeError(f"module 'umop_yolo' has no attribute '{name}'")

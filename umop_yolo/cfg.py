@@ -138,15 +138,30 @@ def check_values(args: dict[str, Any], training: bool) -> None:
     check_device(args.get("device"))
 
 
-def experiment_args(cfg: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge an experiment YAML (`cfg=`, looked up in cfg/) under the overrides; resolve the model path."""
+def experiment_args(cfg: str | None, overrides: dict[str, Any], source: str = "the command line") -> dict[str, Any]:
+    """Merge an experiment YAML (`cfg=`, looked up in cfg/) under the overrides (given in `source`); resolve the model
+    path."""
     args: dict[str, Any] = {}
     if cfg is not None:
         path = find_file(cfg, CFG_DIR, "experiment cfg")
         args = load_yaml(path, "experiment cfg")
         check_keys(args, str(path))
-    check_keys(overrides, "the command line")
+    check_keys(overrides, source)
     args.update(overrides)
     if "model" in args:
         args["model"] = resolve_model(args["model"])
+    return args
+
+
+def mode_args(mode: str, overrides: dict[str, Any], source: str = "the command line") -> dict[str, Any]:
+    """The arguments a mode runs with, for `umop MODE` and `UmopYOLO` alike: the experiment `cfg=` (train, analyze
+    and ablate default to DEFAULT_EXPERIMENT; a resumed run takes its settings from the checkpoint) under the
+    overrides, values checked, and runs under the current directory unless `project=` is given."""
+    overrides = dict(overrides)
+    resume = overrides.get("resume")
+    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not resume else None)
+    args = experiment_args(cfg, overrides, source)
+    check_values(args, training=mode in {"train", "ablate"})
+    if mode in {"train", "val", "predict", "analyze"} and not resume:
+        args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
     return args

@@ -18,7 +18,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from umop_yolo.cfg import DEFAULT_EXPERIMENT, ConfigError, check_values, experiment_args
+from umop_yolo.cfg import ConfigError, mode_args
 from umop_yolo.errors import UserInputError
 
 USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
@@ -54,13 +54,7 @@ def _model_api(args: dict[str, Any]) -> Any:
 
 
 def val(args: dict[str, Any]) -> Any:
-    from umop_yolo.data.resolve import resolve_data
-
-    model = _model_api(args)
-    data = args.get("data") or model.overrides.get("data")  # default: the data the checkpoint was trained on
-    if data:
-        args["data"] = resolve_data(data)  # checked here: Ultralytics would try to download a missing dataset
-    return model.val(**args)
+    return _model_api(args).val(**args)  # data: default the checkpoint's, bare names looked up in data/
 
 
 def predict(args: dict[str, Any]) -> Any:
@@ -121,13 +115,7 @@ def run(mode: str, argv: list[str]) -> Any:
         return convert(overrides)
     own = {k: overrides.pop(k) for k in list(overrides)
            if k in MODE_KEYS.get(mode, ()) or (mode == "ablate" and ":" in k)}  # ablate's VARIANT:key=value
-    default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
-    cfg = overrides.pop("cfg", default)  # a resumed run takes its settings from the checkpoint
-    args = experiment_args(cfg, overrides)
-    check_values(args, training=mode in {"train", "ablate"})
-    if mode in {"train", "val", "predict", "analyze"} and not overrides.get("resume"):
-        args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
-    return MODES[mode]({**args, **own})
+    return MODES[mode]({**mode_args(mode, overrides), **own})
 
 
 def main(argv: list[str] | None = None) -> int:
