@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from umop_yolo import cli
+from umop_yolo import help as umop_help
 from umop_yolo.cfg import CFG_DIR, REPO_ROOT, ConfigError, experiment_args
 from umop_yolo.cli import main, parse_args
 from umop_yolo.engine.safe_pickle import CheckpointError
 from umop_yolo.errors import InputNotFoundError, UserInputError
+from umop_yolo.settings import UMOP_SETTINGS
 
 
 def run_main(argv, capsys):
@@ -141,3 +143,66 @@ def test_runs_go_under_the_current_directory_unless_project_is_given(monkeypatch
     cli.run("val", [f"model={weights}"])
     cli.run("val", [f"model={weights}", "project=/elsewhere"])
     assert [a["project"] for a in seen] == [str(Path.cwd() / "runs" / "detect"), "/elsewhere"]
+
+
+@pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"], ["train", "help"], ["detect", "val", "--help"]])
+def test_help_prints_the_guide(argv, capsys):
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == umop_help.guide()
+
+
+def test_the_guide_has_every_mode_and_every_umop_key_with_its_default_and_help():
+    text = " ".join(umop_help.guide().split())
+    assert set(umop_help.MODES) == {*cli.MODES, "convert", "cfg", *cli.INFO}
+    for mode, (what, example) in umop_help.MODES.items():
+        assert f" {mode} {what} " in text and (mode in {"help", "version"} or example in text)
+    for key, (default, meaning) in UMOP_SETTINGS.items():
+        assert f" {key}={str(default).lower()} {' '.join(meaning.split())}" in text
+
+
+def test_cfg_lists_every_key_in_force(capsys):
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    assert main(["cfg", "cfg=atss_umop.yaml", "epochs=20", "pfl_delta=0.25"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "# in force for: umop train cfg=atss_umop.yaml epochs=20 pfl_delta=0.25"
+    values = dict(line.split(": ", 1) for line in lines[1:])
+    assert set(values) >= {*DEFAULT_CFG_DICT, *UMOP_SETTINGS}
+    assert values["epochs"] == "20  # default: 100" and values["pfl_delta"] == "0.25  # default: 0.5"
+    assert values["lr0"] == "0.000625  # default: 0.01" and values["lr_steps"] == "[8, 11]  # default: []"
+    assert values["model"].startswith(str(CFG_DIR / "models" / "atss_r50_fpn.yaml"))
+    assert values["iou"] == "0.6  # default: 0.7" and values["mosaic"] == "0.0  # default: 1.0"
+    assert values["pfl_gamma"] == "2.0" and values["batch"] == "16"  # at the default: no note
+
+
+def test_cfg_refuses_what_train_would_refuse(capsys):
+    code, err = run_main(["cfg", "pfl_delta=-1"], capsys)
+    assert code == 2 and err.startswith("umop: error: pfl_delta=-1") and "\n" not in err
+
+
+def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
+    import socket
+    from importlib import metadata
+
+    import umop_yolo
+
+    def no_network(*args):
+        raise AssertionError("umop checks went to the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    assert main(["version"]) == 0 and capsys.readouterr().out.strip() == umop_yolo.__version__
+    assert main(["checks"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert rows["umop_yolo"] == umop_yolo.__version__ and rows["ultralytics"] == metadata.version("ultralytics")
+    assert {"python", "torch", "torchvision", "pycocotools", "cpu", "cuda"} <= set(rows)
+    assert run_main(["version", "epochs=1"], capsys) == (2, "umop: error: version takes no arguments, got 'epochs=1'")
+
+
+def test_task_word_and_leading_dashes_are_accepted_as_yolo_does(monkeypatch, capsys, warnings_seen):
+    seen = []
+    monkeypatch.setitem(cli.MODES, "train", seen.append)
+    assert main(["detect", "train", "--epochs=1", "--pfl_delta", "=", "0.25"]) == 0
+    assert seen[0]["epochs"] == 1 and seen[0]["pfl_delta"] == 0.25 and seen[0]["cls"] == 2.0  # the default experiment
+    assert any("'--epochs=1' does not need leading dashes" in w for w in warnings_seen)
+    assert run_main(["segment", "train"], capsys) == (
+        2, "umop: error: task 'segment' is not supported: umop trains and runs detectors (task detect)")

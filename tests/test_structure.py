@@ -19,7 +19,7 @@ FLOORS = {
     "umop_yolo.data": 2, "umop_yolo.eval": 2,
     "umop_yolo.engine": 3,
     "umop_yolo.diagnostics": 4, "umop_yolo.ablate": 4,
-    "umop_yolo.cli": 5,
+    "umop_yolo.cli": 5, "umop_yolo.help": 5,
 }
 
 

@@ -153,15 +153,21 @@ def experiment_args(cfg: str | None, overrides: dict[str, Any], source: str = "t
     return args
 
 
+def experiment_name(mode: str, overrides: dict[str, Any]) -> str | None:
+    """The experiment a mode reads: `cfg=`, else DEFAULT_EXPERIMENT for train, analyze and ablate, except when
+    resuming (a resumed run takes its settings from the checkpoint)."""
+    default = DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not overrides.get("resume") else None
+    return overrides.get("cfg", default)
+
+
 def mode_args(mode: str, overrides: dict[str, Any], source: str = "the command line") -> dict[str, Any]:
-    """The arguments a mode runs with, for `umop MODE` and `UmopYOLO` alike: the experiment `cfg=` (train, analyze
-    and ablate default to DEFAULT_EXPERIMENT; a resumed run takes its settings from the checkpoint) under the
-    overrides, values checked, and runs under the current directory unless `project=` is given."""
+    """The arguments a mode runs with, for `umop MODE` and `UmopYOLO` alike: its experiment (`experiment_name`) under
+    the overrides, values checked, and runs under the current directory unless `project=` is given."""
     overrides = dict(overrides)
-    resume = overrides.get("resume")
-    cfg = overrides.pop("cfg", DEFAULT_EXPERIMENT if mode in {"train", "analyze", "ablate"} and not resume else None)
+    cfg = experiment_name(mode, overrides)
+    overrides.pop("cfg", None)
     args = experiment_args(cfg, overrides, source)
     check_values(args, training=mode in {"train", "ablate"})
-    if mode in {"train", "val", "predict", "analyze"} and not resume:
+    if mode in {"train", "val", "predict", "analyze"} and not overrides.get("resume"):
         args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
     return args

@@ -1,13 +1,6 @@
-"""`umop MODE key=value ...`: the `yolo` command-line grammar, running our trainer, models and validator.
+"""`umop [detect] MODE key=value ...`: the `yolo` command-line grammar, running our trainer, models and validator.
 
-    umop train cfg=atss_umop.yaml epochs=12 device=0,1,2,3
-    umop val model=runs/detect/train/weights/best.pt data=shapes.yaml
-    umop predict model=best.pt source=images/
-    umop export model=best.pt format=onnx
-    umop analyze cfg=yolov8n_umop.yaml data=coco128.yaml batches=20   # positives per pyramid level, no training
-    umop convert format=coco src=/data/coco                           # COCO JSON / VOC XML -> YOLO labels + data.yaml
-    umop plots run=runs/detect/train                                  # level plots of a finished run
-    umop ablate cfg=yolov8n_umop.yaml seeds=3 variants=baseline,pfl,pfl+lrp baseline:cls=0.5 name=shapes  # Table 1
+The modes, their examples and the guide that `umop help` prints are in `umop_yolo.help`.
 """
 
 from __future__ import annotations
@@ -18,18 +11,25 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
+from umop_yolo import __version__
 from umop_yolo.cfg import ConfigError, mode_args
 from umop_yolo.errors import UserInputError
+from umop_yolo.help import USAGE, checks, guide, settings_in_force
 
-USAGE = "usage: umop {train,val,predict,export,analyze,plots,ablate,convert} [cfg=EXPERIMENT.yaml] [key=value ...]"
+TASKS = ("detect", "segment", "classify", "pose", "obb")  # Ultralytics' task words: `umop detect train` as `yolo`
+HELP = {"help", "-h", "--help"}
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """`key=value` tokens (Ultralytics' parsing: numbers, booleans, lists, `device=0,1`) -> dict."""
     from ultralytics.cfg import merge_equals_args, parse_key_value_pair
+    from ultralytics.utils import LOGGER
 
     out = {}
     for token in merge_equals_args(argv):
+        if token.startswith("--"):  # accepted with a warning, as `yolo` does
+            LOGGER.warning(f"argument '{token}' does not need leading dashes '--', taken as '{token[2:]}'")
+            token = token[2:]
         if "=" not in token:
             raise ConfigError(f"expected key=value, got '{token}'")
         key, value = parse_key_value_pair(token)
@@ -106,13 +106,22 @@ MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val,
 MODE_KEYS = {"analyze": ("batches",), "plots": ("run",), "ablate": ("seeds", "variants")}  # not Ultralytics/UMOP keys
 
 
+INFO: dict[str, Callable[[], str]] = {"version": lambda: __version__, "checks": checks, "help": guide}
+
+
 def run(mode: str, argv: list[str]) -> Any:
     """Run one mode with `key=value` arguments; `cfg=` names an experiment YAML (bare names are looked up in cfg/)."""
-    if mode not in {*MODES, "convert"}:
+    if mode in INFO:
+        if argv:
+            raise ConfigError(f"{mode} takes no arguments, got '{argv[0]}'")
+        return print(INFO[mode]())
+    if mode not in {*MODES, "convert", "cfg"}:
         raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
     overrides = parse_args(argv)
     if mode == "convert":  # dataset conversion takes its own keys, none of Ultralytics'
         return convert(overrides)
+    if mode == "cfg":
+        return print(settings_in_force(overrides))
     own = {k: overrides.pop(k) for k in list(overrides)
            if k in MODE_KEYS.get(mode, ()) or (mode == "ablate" and ":" in k)}  # ablate's VARIANT:key=value
     return MODES[mode]({**mode_args(mode, overrides), **own})
@@ -122,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point: errors in the user's input (`UserInputError`) print one line and exit with status 2;
     any other exception is a bug and raises with its traceback."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in {"-h", "--help", "help"}:
-        print(USAGE)
-        return 0 if argv else 2
     try:
+        if argv and argv[0] in TASKS:
+            if argv[0] != "detect":
+                raise ConfigError(f"task '{argv[0]}' is not supported: umop trains and runs detectors (task detect)")
+            argv = argv[1:]
+        if not argv or HELP & set(argv):
+            print(guide())
+            return 0
         run(argv[0], argv[1:])
     except UserInputError as e:
         print(f"umop: error: {e}", file=sys.stderr)
