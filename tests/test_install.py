@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import umop_yolo
 from umop_yolo.cfg import PACKAGE_DIR
 
 REPO = PACKAGE_DIR.parent
@@ -32,7 +33,7 @@ def wheel(tmp_path_factory) -> Path:
     for folder in ("umop_yolo", "cfg", "data"):
         shutil.copytree(REPO / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ".", "-w", out], src)
-    (built,) = out.glob("umop_yolo-*.whl")
+    (built,) = out.glob(f"umop_yolo-{umop_yolo.__version__}-*.whl")  # the version `umop version` prints
     return built
 
 
@@ -70,6 +71,7 @@ def test_installed_package_finds_yamls_by_bare_name_from_any_folder(venv, tmp_pa
 
 
 def test_installed_umop_train_runs_from_an_empty_folder(venv, tmp_path):
+    assert run([venv / "bin" / "umop", "version"], tmp_path).stdout.strip() == umop_yolo.__version__
     run([venv / "bin" / "umop", "train", "epochs=1", "imgsz=64", "device=cpu", "workers=0"], tmp_path,
         UMOP_CACHE_DIR=str(tmp_path.parent / "cache"))
     assert (tmp_path / "runs" / "detect" / "train" / "weights" / "best.pt").is_file()
