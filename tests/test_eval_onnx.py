@@ -27,10 +27,14 @@ def test_onnx_matches_pytorch_for_every_head(cfg, imgsz, tmp_path):
     exported = Exporter(overrides=args)(model=model)
     assert exported == str(tmp_path / "tiny.onnx")
 
+    assert_same_outputs(model, onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"]), imgsz)
+
+
+def assert_same_outputs(model: torch.nn.Module, session: onnxruntime.InferenceSession, imgsz: int) -> None:
+    """The ONNX session and the PyTorch model give the same (1, 4 + nc, N) output on one random image."""
     x = torch.rand(1, 3, imgsz, imgsz)
     with torch.no_grad():
         expected = model.eval()(x)[0]
-    session = onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"])
     (output,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     assert output.shape == expected.shape and output.shape[1] == 6  # xywh + 2 class scores per kept anchor
     # Dense heads sort anchors by score, and onnxruntime's ~1e-4 differences reorder near-equal scores: compare the
@@ -39,3 +43,18 @@ def test_onnx_matches_pytorch_for_every_head(cfg, imgsz, tmp_path):
     match = torch.cdist(got, want).argmin(1)
     assert match.unique().numel() == len(want)
     torch.testing.assert_close(got, want[match], atol=1e-3, rtol=1e-3)
+
+
+def test_dynamic_onnx_keeps_each_levels_top_k_cap_at_every_input_size(tmp_path):
+    """Exported at 128 px, P4 (64 anchors) is under the cap of 100 and P3 (256) over it; at 192 px P4 has 144 anchors
+    and must be cut to 100 as in PyTorch (236 rows, not 280), and at 64 px P3 (64) must not ask TopK for 100."""
+    torch.manual_seed(0)
+    model = build_model("atss_yolov8n.yaml", nc=2, verbose=False)
+    head = model.model[-1]
+    head.nms_pre, head.score_thr = 100, 0.0
+    torch.nn.init.normal_(head.head.atss_cls.weight, std=1.0)  # spread scores: no near-ties where the top-k cuts
+    model.task, model.pt_path = "detect", str(tmp_path / "tiny.pt")
+    args = {"format": "onnx", "imgsz": 128, "batch": 1, "simplify": False, "device": "cpu", "dynamic": True}
+    session = onnxruntime.InferenceSession(Exporter(overrides=args)(model=model), providers=["CPUExecutionProvider"])
+    for imgsz in (64, 128, 192):
+        assert_same_outputs(model, session, imgsz)

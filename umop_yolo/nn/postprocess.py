@@ -31,13 +31,21 @@ def anchor_scores(preds: dict[str, Tensor]) -> Tensor:
     return scores
 
 
+def top_k_indices(scores: Tensor, k: int) -> Tensor:
+    """(B, min(k, A)) indices of the best of (B, A) scores. While tracing for export, min(k, A) is computed in the
+    graph, so a dynamic-shape ONNX keeps the cap at every input size (a Python min would freeze one branch)."""
+    if torch.jit.is_tracing():
+        return scores.topk(torch.clamp(torch._shape_as_tensor(scores)[1], max=k), dim=1).indices
+    return scores.topk(min(k, scores.shape[1]), dim=1).indices
+
+
 def decode_top_anchors(scores: Tensor, deltas: Tensor, anchors: Tensor, level_sizes: list[int],
                        coder: DeltaXYWHBoxCoder, nms_pre: int, score_thr: float) -> tuple[Tensor, Tensor]:
     """Per level the `nms_pre` anchors with the best class score: (B, N, 4) xyxy boxes and (B, N, nc) scores, scores
     below `score_thr` set to 0 (dropped by any NMS threshold above 0). N = sum over levels of min(nms_pre, size)."""
     boxes, kept = [], []
     for s, d, a in zip(scores.split(level_sizes, 1), deltas.split(level_sizes, 1), anchors.split(level_sizes)):
-        idx = s.amax(-1).topk(min(nms_pre, s.shape[1]), dim=1).indices  # (B, k)
+        idx = top_k_indices(s.amax(-1), nms_pre)  # (B, k)
         s = s.gather(1, idx[..., None].expand(-1, -1, s.shape[-1]))
         boxes.append(coder.decode(a[idx], d.gather(1, idx[..., None].expand(-1, -1, 4))).to(s.dtype))
         kept.append(s.masked_fill(s < score_thr, 0.0))
