@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from ultralytics.utils.plotting import plot_results
 
+from umop_yolo.engine.level_stats import is_level_key
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 MARKERS, DASHES = "os^Dv", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
@@ -156,3 +160,19 @@ def _clamp(args_file: Path) -> tuple[float, float, float] | None:
     if not isinstance(args, dict) or not args.get("umop") or "pfl_delta" not in args:
         return None
     return float(args["pfl_gamma"]), float(args["pfl_delta"]), float(args["pfl_w"])
+
+
+def plot_results_without_levels(results_csv: Path) -> Path | None:
+    """results.png beside results.csv, drawn by Ultralytics' plot_results from every column but the per-level means
+    (None if it drew nothing). plot_results puts the columns named *loss* and *metric* in two rows split by count, so
+    the `level/cls_loss_P*` columns would push val losses into the train row; the level plots show them instead."""
+    with open(results_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [i for i, name in enumerate(rows[0]) if not is_level_key(name.strip())] if rows else []
+    with tempfile.TemporaryDirectory() as tmp:
+        standard = Path(tmp) / "results.csv"
+        with open(standard, "w", newline="") as f:
+            csv.writer(f).writerows([[row[i] if i < len(row) else "" for i in keep] for row in rows])
+        plot_results(file=standard)  # logs its own errors
+        png = Path(tmp) / "results.png"
+        return Path(shutil.move(png, results_csv.parent / png.name)) if png.is_file() else None

@@ -20,6 +20,7 @@ from umop_yolo.engine.criterion import level_criterion
 from umop_yolo.engine.saving import trim_epochs
 
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
+PREFIXES = {"gamma": "pfl/", "alpha": "pfl/"}  # results.csv / metrics prefix of each field; "level/" for the others
 QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}
 CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
                *(f"pos_ratio_{k}" for k in QUANTILES), "gamma", "alpha", "cls_loss")
@@ -28,6 +29,11 @@ CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
 def level_names(strides: Tensor | list[float]) -> list[str]:
     """Pyramid level names from strides: stride 8 -> 'P3', 128 -> 'P7'."""
     return [f"P{round(math.log2(float(s)))}" for s in strides]
+
+
+def is_level_key(key: str) -> bool:
+    """Whether a results.csv column / metrics key is one of the per-level epoch means (`pfl/...`, `level/...`)."""
+    return key.startswith(("pfl/", "level/"))
 
 
 def criterion_stats(criterion: Any) -> dict[str, Tensor]:
@@ -129,7 +135,7 @@ class LevelRecorder:
         names = self.names or [f"L{i}" for i in range(len(mean))]
         out = {}
         for j, field in enumerate(FIELDS):
-            column, prefix = mean[:, j], "pfl" if field in ("gamma", "alpha") else "level"
+            column, prefix = mean[:, j], PREFIXES.get(field, "level/")
             if not column.isnan().any():
-                out.update({f"{prefix}/{field}_{name}": float(v) for name, v in zip(names, column)})
+                out.update({f"{prefix}{field}_{name}": float(v) for name, v in zip(names, column)})
         return out

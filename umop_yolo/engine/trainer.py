@@ -19,8 +19,8 @@ from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
-from umop_yolo.engine.level_plots import plot_run
-from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
+from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
+from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import atomic_weights, remove_leftovers, trim_epochs
@@ -42,12 +42,6 @@ def _record_level_stats(trainer: UmopTrainer) -> None:
         trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
 
 
-def _plot_levels(trainer: UmopTrainer) -> None:
-    """on_train_end (rank 0 only): the level diagnostics plots from levels.csv."""
-    if (trainer.save_dir / "levels.csv").is_file():
-        plot_run(trainer.save_dir)
-
-
 def _watch_divergence(trainer: UmopTrainer) -> None:
     """on_train_batch_end: the step loss into the divergence monitor. Ultralytics' progress bar has just read this
     step's loss items to the host, so this read waits for no further device work."""
@@ -56,7 +50,7 @@ def _watch_divergence(trainer: UmopTrainer) -> None:
 
 
 TRAIN_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
-                   ("on_train_batch_end", _watch_divergence), ("on_train_end", _plot_levels))
+                   ("on_train_batch_end", _watch_divergence))
 
 
 class UmopTrainer(DetectionTrainer):
@@ -142,9 +136,18 @@ class UmopTrainer(DetectionTrainer):
             self.ema.update(self.model)
 
     def save_metrics(self, metrics: dict) -> None:
-        """Append the epoch's per-level means to results.csv: pfl/gamma_P3, pfl/alpha_P3 (when the loss has them),
-        level/pos_ratio_P3, level/cls_loss_P3 ..."""
-        super().save_metrics({**metrics, **self.level_recorder.end_epoch()})
+        """The epoch's per-level means (pfl/gamma_P3, pfl/alpha_P3 when the loss has them, level/pos_ratio_P3,
+        level/cls_loss_P3 ...) go after Ultralytics' columns in results.csv, and into `self.metrics`, which every
+        Ultralytics logger (TensorBoard, W&B, MLflow, Comet ...) reads at on_fit_epoch_end, next. `self.metrics` keeps
+        the last epoch's means when validation is skipped: they are dropped first, so the columns keep their place."""
+        levels = self.level_recorder.end_epoch()
+        self.metrics = {**{k: v for k, v in self.metrics.items() if not is_level_key(k)}, **levels}
+        super().save_metrics({**{k: v for k, v in metrics.items() if not is_level_key(k)}, **levels})
+
+    def plot_metrics(self) -> None:
+        """results.png from Ultralytics' own results.csv columns (the per-level ones would break its layout)."""
+        if (png := plot_results_without_levels(self.csv)) is not None:
+            self.on_plot(png)
 
     def train(self) -> None:
         """Ultralytics' training, holding the run directory's lock; every checkpoint it reads (weights, resume, final
@@ -163,11 +166,20 @@ class UmopTrainer(DetectionTrainer):
             return super().save_model()
 
     def final_eval(self) -> None:
-        """Strip the optimizer from last.pt/best.pt in copies moved into place when done, and validate best.pt."""
+        """Strip the optimizer from last.pt/best.pt in copies moved into place when done, validate best.pt, then draw
+        the level plots (the last step before Ultralytics' results.png and on_train_end)."""
         if RANK not in {-1, 0}:  # only rank 0 writes
             return super().final_eval()
         with atomic_weights(self, copy_existing=True):
             super().final_eval()
+        self.plot_levels()
+
+    def plot_levels(self) -> None:
+        """The level diagnostics plots from levels.csv (whatever `plots` is: they are the paper's Fig. 2 and 3),
+        drawn before on_train_end and registered as the run's plots, so loggers' artifact uploads include them."""
+        if (self.save_dir / "levels.csv").is_file():
+            for path in plot_run(self.save_dir):
+                self.on_plot(path)
 
     def validate(self) -> tuple[dict | None, float | None]:
         """Ultralytics' validation; its loss is checked against the epoch's training loss for an explosion."""
