@@ -66,7 +66,8 @@ def test_coco_format_with_own_names_is_scored_as_pycocotools_scores_it(tmp_path,
     _, stats = validate(data, tmp_path / "noisy", ColorBoxDetector(noise=0.08))
     ours = [stats[k] for k in COCO_KEYS]
     assert 0.05 < ours[0] < 0.95
-    np.testing.assert_array_equal(ours, standalone_cocoeval(json_file, tmp_path / "noisy" / "predictions.json"))
+    reference = standalone_cocoeval(json_file, tmp_path / "noisy" / "predictions.json")
+    np.testing.assert_allclose(ours, reference, rtol=1e-12)  # faster-coco-eval (int ids) sums in another order
 
 
 def test_yolo_data_with_val_json_matches_nested_paths(tmp_path, cache):

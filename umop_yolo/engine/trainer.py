@@ -108,7 +108,7 @@ class UmopTrainer(DetectionTrainer):
         return model
 
     def get_validator(self) -> CocoDetectionValidator:
-        """Validation with pycocotools' AP table; COCO AP is the fitness that picks best.pt."""
+        """Validation with COCOeval's AP table; COCO AP is the fitness that picks best.pt."""
         return CocoDetectionValidator(
             self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
         )

@@ -1,4 +1,4 @@
-"""Validation that reports what detection papers report: pycocotools' AP, AP50, AP75, APs, APm, APl on any dataset."""
+"""Validation that reports what detection papers report: COCOeval's AP, AP50, AP75, APs, APm, APl on any dataset."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ultralytics.utils import LOGGER, nms, ops
 
 from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.errors import UserInputError
-from umop_yolo.eval.coco_eval import METRICS, evaluate_boxes
+from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
@@ -21,7 +21,8 @@ from umop_yolo.eval.report import text_row, write_tables
 
 
 class CocoDetectionValidator(DetectionValidator):
-    """Detection validator scored by pycocotools COCOeval, during training and standalone.
+    """Detection validator scored by COCOeval (faster-coco-eval if installed, else pycocotools: the same numbers),
+    during training and standalone.
 
     Ground truth is the data dict's `<split>_json` (e.g. `val_json`, a COCO instances file: images matched by the
     converter's id map or by relative path, see `eval.coco_json`; class i -> i-th smallest category id), else it is
@@ -39,6 +40,7 @@ class CocoDetectionValidator(DetectionValidator):
         self.gt_json: Path | None = None  # the ground-truth file of the last evaluation (None: held in memory only)
         self.images: dict[str, dict] = {}  # image path -> its ground-truth image (`id`, `file_name`)
         self.target: CocoTarget | None = None  # the data's `<split>_json`, if it has one; kept across epochs
+        self.coco_backend = default_backend()  # the COCOeval library that scored the last evaluation
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
@@ -142,16 +144,16 @@ class CocoDetectionValidator(DetectionValidator):
         return stats
 
     def coco_evaluate(self, stats: dict[str, Any], pred_json: list[dict], anno_json: dict) -> dict[str, Any]:
-        """Score COCO results against COCO ground truth with pycocotools and add the six numbers to `stats`.
+        """Score COCO results against COCO ground truth with COCOeval and add the six numbers to `stats`.
 
-        Replaces Ultralytics' version, which needs faster-coco-eval (not a dependency) and only warns without it.
+        Replaces Ultralytics' version, which needs faster-coco-eval (an optional extra here) and only warns without it.
         """
         per_class = bool(getattr(self.args, "per_class", False))
         if not pred_json:
             LOGGER.warning("no predictions to score: COCO metrics are 0 (nan for size ranges without ground truth).")
         scores = evaluate_boxes(anno_json, pred_json, use_cats=not self.args.single_cls, per_class=per_class)
-        LOGGER.info(f"pycocotools COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
-        self.metrics.coco = scores.stats
+        LOGGER.info(f"{scores.backend} COCOeval (bbox), ground truth {self.gt_json or 'in memory'}:\n{scores.summary}")
+        self.metrics.coco, self.coco_backend = scores.stats, scores.backend
         names = {c["id"]: str(c.get("name", c["id"])) for c in anno_json["categories"]}
         self.metrics.coco_per_class = {names[c]: dict(zip(METRICS, v)) for c, v in scores.per_class.items()}
         if not self.training:
@@ -179,7 +181,7 @@ class CocoDetectionValidator(DetectionValidator):
             for i, c in enumerate(self.metrics.ap_class_index):
                 counts = self.metrics.nt_per_image[c], self.metrics.nt_per_class[c]
                 LOGGER.info(row % (self.names[c], *counts, *self.metrics.class_result(i)))
-        LOGGER.info(("%22s" + "%11s" * len(METRICS)) % ("COCO (pycocotools)", *METRICS))
+        LOGGER.info(("%22s" + "%11s" * len(METRICS)) % (f"COCO ({self.coco_backend})", *METRICS))
         LOGGER.info(text_row("all", self.metrics.coco.values()))
         for name, values in self.metrics.coco_per_class.items():
             LOGGER.info(text_row(name, values.values()))
