@@ -14,7 +14,7 @@ from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.predictor import CocoDetectionPredictor
 from umop_yolo.engine.trainer import UmopTrainer
-from umop_yolo.engine.validator import CocoDetectionValidator
+from umop_yolo.engine.validator import CocoDetectionValidator, training_test_args
 from umop_yolo.errors import UserInputError
 
 EXPORT_EXTRA = ("onnx", "onnxruntime", "onnxslim")  # pyproject's [export] extra: what format=onnx uses
@@ -69,16 +69,21 @@ class UmopYOLO(Model):
 
     def val(self, validator: Any = None, **kwargs: Any) -> Any:
         """Validate as `umop val`: data defaults to the data the checkpoint was trained on; bare names are looked up in
-        data/ (checked here: Ultralytics would try to download a missing dataset)."""
+        data/ (checked here: Ultralytics would try to download a missing dataset); conf/iou/max_det default to the
+        checkpoint's training's."""
         args = mode_args("val", kwargs, "val()")
+        args.update(training_test_args(self.ckpt, args))
         data = args.get("data") or self.overrides.get("data")
         if data:
             args["data"] = resolve_data(data)
         return super().val(validator, **args)
 
     def predict(self, source: Any = None, stream: bool = False, predictor: Any = None, **kwargs: Any) -> Any:
-        """Predict as `umop predict` (keys checked, runs under the current directory)."""
-        return super().predict(source, stream, predictor, **mode_args("predict", kwargs, "predict()"))
+        """Predict as `umop predict` (keys checked, runs under the current directory); conf/iou/max_det default to the
+        checkpoint's training's."""
+        args = mode_args("predict", kwargs, "predict()")
+        args.update(training_test_args(self.ckpt, args))
+        return super().predict(source, stream, predictor, **args)
 
     def export(self, **kwargs: Any) -> Any:
         """Export as `umop export`; a missing exporter package stops with one line naming what to install."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
-from ultralytics.utils import LOGGER, nms, ops
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.errors import UserInputError
@@ -18,6 +18,20 @@ from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
 from umop_yolo.eval.report import text_row, write_tables
+
+TEST_KEYS = ("conf", "iou", "max_det")  # the NMS settings of validation
+
+
+def training_test_args(ckpt: dict | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The NMS settings a checkpoint's training validated with (its train args: conf when set, iou, max_det) that a
+    standalone val or predict does not give: e.g. MMDetection's 0.05 / 0.6 / 100 of a RetinaNet or ATSS experiment,
+    not Ultralytics' 0.001 / 0.7 / 300. {} for a model built from a YAML. Those that differ from Ultralytics' defaults
+    are logged."""
+    train_args = (ckpt or {}).get("train_args") or {}
+    args = {k: train_args[k] for k in TEST_KEYS if k not in given and train_args.get(k) is not None}
+    if changed := [f"{k}={v}" for k, v in args.items() if v != DEFAULT_CFG_DICT[k]]:
+        LOGGER.info(f"NMS settings of the model's training: {', '.join(changed)}")
+    return args
 
 
 class CocoDetectionValidator(DetectionValidator):
