@@ -1,18 +1,18 @@
 """Safe checkpoint loading and no install at run time.
 
 Checkpoints are pickles: unpickling can call anything the file names. Every load from our entry points goes through
-the restricted unpickler (`umop_yolo.engine.safe_pickle`) unless trust_checkpoint=true, and a missing module is an
-error, never a pip install.
+torch's weights-only unpickler with our allowlist (`umop_yolo.engine.safe_pickle`) unless trust_checkpoint=true, also
+under ULTRALYTICS_SAFE_LOAD=1, and a missing module is an error, never a pip install.
 """
 
-import io
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
 import types
+import zipfile
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,8 +20,7 @@ from ultralytics.nn import tasks
 
 from conftest import tiny_train_args
 from umop_yolo.cfg import MODELS_DIR
-from umop_yolo.cli import main
-from umop_yolo.engine import safe_pickle
+from umop_yolo.cli import main, run
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import CheckpointError, checkpoint_loading, load_file
@@ -37,6 +36,16 @@ class RunsCommand:
 
     def __reduce__(self):
         return os.system, (self.command,)
+
+
+class Calls:
+    """Pickles as a call to `func(*args)`: what a crafted checkpoint asks the unpickler to run."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
 
 
 class CallsModelInit:
@@ -60,6 +69,17 @@ def small_model():
 
 def save(path, obj):
     torch.save(obj, path)
+    return path
+
+
+def crafted(path, stream: bytes):
+    """A torch.save zip archive whose pickle is `stream`: opcodes no Python object pickles to."""
+    torch.save({}, path)
+    with zipfile.ZipFile(path) as z:
+        records = {name: z.read(name) for name in z.namelist()}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in records.items():
+            z.writestr(name, stream if name.endswith("/data.pkl") else data)
     return path
 
 
@@ -98,10 +118,35 @@ def test_calling_an_allowed_model_class_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_setting_attributes_of_a_class_is_refused():
+@pytest.mark.parametrize("func, args, named", [
+    (eval, ("__import__('os').system('touch {marker}')",), "builtins.eval"),
+    (torch.hub.load_state_dict_from_url, ("http://example.com/{marker}.pth",), "torch.hub.load_state_dict_from_url"),
+])
+def test_crafted_calls_are_refused_before_they_run(func, args, named, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = save(tmp_path / "evil.pt", {"ema": Calls(func, *(a.format(marker=marker) for a in args))})
+    with pytest.raises(UnsafeCheckpointError, match=f"refers to '{named}'"):
+        load_file(evil)
+    assert not marker.exists()
+
+
+def test_calling_any_model_layer_is_refused(tmp_path):
+    """A layer's constructor may read files or fetch weights (ResNet's `pretrained`): layers are only re-created."""
+    from umop_yolo.nn.resnet import ResNet
+
+    evil = save(tmp_path / "evil.pt", {"ema": Calls(ResNet, 18, 1, 64, 1, True, (), "http://example.com/r18.pth")})
+    with pytest.raises(UnsafeCheckpointError, match="calls umop_yolo.nn.resnet.ResNet while loading"):
+        load_file(evil)
+
+
+def test_setting_attributes_of_a_class_is_refused(tmp_path):
     stream = b"\x80\x02cultralytics.nn.modules.conv\nConv\n}b."  # GLOBAL Conv, EMPTY_DICT, BUILD: patch the class
-    with pytest.raises(UnsafeCheckpointError, match="sets attributes"):
-        safe_pickle.load(io.BytesIO(stream))
+    from ultralytics.nn.modules.conv import Conv
+
+    before = dict(vars(Conv))
+    with pytest.raises(UnsafeCheckpointError, match=r"refused by torch's weights-only unpickler \(Can only build"):
+        load_file(crafted(tmp_path / "patch.pt", stream))
+    assert dict(vars(Conv)) == before
 
 
 def test_model_activation_that_would_be_evaluated_is_refused(tmp_path, tiny_shapes, capsys):
@@ -255,10 +300,24 @@ def test_importing_the_package_patches_nothing_in_ultralytics():
     assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("protocol", [2, 5])
-def test_restricted_unpickler_loads_plain_data(protocol):
+def test_restricted_loading_keeps_plain_data(tmp_path, small_model):
+    from ultralytics.utils import IterableSimpleNamespace
+
     data = {"a": [1, 2.5, "x", None, True], "b": (1, 2), "c": {3, 4}, "d": b"bytes", "e": torch.float16,
-            "f": np.float64(0.25), "g": types.SimpleNamespace(lr0=0.01)}
+            "f": np.float64(0.25), "g": types.SimpleNamespace(lr0=0.01), "h": IterableSimpleNamespace(imgsz=64),
+            "i": tmp_path / "file.txt"}
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
-    loaded = safe_pickle.load(io.BytesIO(pickle.dumps({**data, "array": array}, protocol=protocol)))
-    assert np.array_equal(loaded.pop("array"), array) and loaded == data
+    loaded = load_file(save(tmp_path / "data.pt", {"ema": small_model, **data, "array": array}))
+    assert np.array_equal(loaded.pop("array"), array) and {k: loaded[k] for k in data} == data
+
+
+@pytest.mark.parametrize("model", ["yolov8n.yaml", "atss_r18_fpn.yaml"])
+def test_umop_predict_works_under_ultralytics_safe_load(model, tmp_path, monkeypatch):
+    """ULTRALYTICS_SAFE_LOAD=1 asks for torch's weights-only loader: ours, with the layers of our models allowed."""
+    weights = build_model(model, nc=2, verbose=False).half()
+    path = save(tmp_path / "m.pt", {"ema": weights, "train_args": {"umop": True}})
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (80, 100, 3), dtype=np.uint8))
+    monkeypatch.setattr(tasks, "SAFE_LOAD", True)  # what the variable sets when Ultralytics is imported
+    results = run("predict", [f"model={path}", f"source={image}", "imgsz=64", "save=false", f"project={tmp_path}"])
+    assert len(results) == 1 and results[0].orig_shape == (80, 100)

@@ -1,12 +1,13 @@
-"""Checkpoint loading: restricted unpickling of `.pt` files, and routing Ultralytics' loads through it.
+"""Checkpoint loading: torch's weights-only unpickler with our allowlist, and routing Ultralytics' loads through it.
 
 Ultralytics reads every checkpoint (train `model=`/`pretrained=`, resume, val, predict, export, the final
 validation) through `ultralytics.nn.tasks.load_checkpoint` -> `torch_safe_load` -> the module-level `torch_load` of
 `ultralytics.nn.tasks`. `checkpoint_loading()` points that one name at `load_file` for the duration of a call from our
 entry points (`UmopTrainer`, `UmopYOLO`), and restores it afterwards; nothing is patched at import time. `load_file`
-unpickles with `safe_pickle` unless the file is trusted (`trust_checkpoint=true`), and turns every failure into one
-`CheckpointError` line naming the file, so a missing module never reaches Ultralytics' pip auto-install. Writing a
-run's weights is `engine.saving`.
+loads with `torch.load(weights_only=True)` and the allowlist of `safe_pickle` unless the file is trusted
+(`trust_checkpoint=true`; never under ULTRALYTICS_SAFE_LOAD), and turns every failure into one `CheckpointError` line
+naming the file, so a missing module never reaches Ultralytics' pip auto-install. A YOLO model saved as Ultralytics'
+own `DetectionModel` (`engine.saving`) is a `UmopDetectionModel` again once loaded here.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ultralytics.nn.tasks import DetectionModel
 
 from umop_yolo.engine import safe_pickle
+from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.safe_pickle import CheckpointError
 
 _ACTIVATION = re.compile(r"(torch\.)?nn\.[A-Za-z]\w*")
@@ -61,8 +64,33 @@ def _check_contents(ckpt: Any, path: Path, trusted: bool) -> None:
             )
 
 
+def _restricted_load(path: Path, map_location: Any) -> Any:
+    """`torch.load(weights_only=True)` after allowing the globals the file names (or refusing the first it may not)."""
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CheckpointError("is not readable, the file is truncated or corrupt (not a torch.save zip archive)")
+    safe_pickle.allow(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's unpickler refused an operation, e.g. setting state on a class
+        detail = str(e).rpartition("WeightsUnpickler error:")[2]  # torch's reason, after its advice
+        reason = next((line.strip() for line in detail.splitlines() if line.strip()), type(e).__name__)
+        raise safe_pickle.UnsafeCheckpointError(
+            f"is refused by torch's weights-only unpickler ({reason[:200]}); load it with "
+            "trust_checkpoint=true only if you trust the file and whoever made it"
+        ) from None
+
+
+def _as_umop_model(ckpt: dict) -> None:
+    """A YOLO model trained here is saved as Ultralytics' `DetectionModel` (`engine.saving`); the UMOP keys in its
+    train_args tell, and it becomes a `UmopDetectionModel` again (its UMOP criterion and test-time augmentation)."""
+    if isinstance(ckpt.get("train_args"), dict) and "umop" in ckpt["train_args"]:
+        for key in ("ema", "model"):
+            if type(ckpt.get(key)) is DetectionModel:
+                ckpt[key].__class__ = UmopDetectionModel
+
+
 def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu") -> dict:
-    """Read a checkpoint dict; restricted unpickling unless `trusted`. Errors: one-line `CheckpointError`."""
+    """Read a checkpoint dict; weights-only with our allowlist unless `trusted`. Errors: one-line `CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' not found")
@@ -70,9 +98,11 @@ def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu"
         with zipfile.ZipFile(path) as z:
             if any(n.rpartition("/")[2] == "constants.pkl" for n in z.namelist()):
                 raise CheckpointError(f"checkpoint '{path}' is a TorchScript archive, not a training checkpoint")
-    module = pickle if trusted else safe_pickle
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
+        if trusted:
+            ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        else:
+            ckpt = _restricted_load(path, map_location)
     except CheckpointError as e:
         raise type(e)(f"checkpoint '{path}' {e}") from None
     except ModuleNotFoundError as e:
@@ -85,6 +115,7 @@ def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu"
             f"checkpoint '{path}' is not readable, the file is truncated or corrupt ({detail})"
         ) from None
     _check_contents(ckpt, path, trusted)
+    _as_umop_model(ckpt)
     return ckpt
 
 
@@ -95,11 +126,11 @@ _saved: Callable[..., Any] | None = None
 
 
 def _routed_torch_load(file: Any, *args: Any, **kwargs: Any) -> Any:
-    """Stand-in for `ultralytics.nn.tasks.torch_load` while a `checkpoint_loading()` scope is active."""
-    if kwargs.get("weights_only"):  # ULTRALYTICS_SAFE_LOAD: torch's weights-only loader, stricter still
-        return _saved(file, *args, **kwargs)
+    """Stand-in for `ultralytics.nn.tasks.torch_load` while a `checkpoint_loading()` scope is active. Ultralytics asks
+    for `weights_only=True` under ULTRALYTICS_SAFE_LOAD: then the file is never trusted."""
     modes = getattr(_scope, "modes", None)
-    return load_file(file, trusted=bool(modes and modes[-1]), map_location=kwargs.get("map_location", "cpu"))
+    trusted = bool(modes and modes[-1]) and not kwargs.get("weights_only")
+    return load_file(file, trusted=trusted, map_location=kwargs.get("map_location", "cpu"))
 
 
 @contextmanager

@@ -1,72 +1,39 @@
-"""A restricted unpickler for checkpoints: model layers and plain data only, so loading a file cannot run its code.
+"""The allowlist for loading checkpoints with torch's weights-only unpickler (`torch.load(weights_only=True)`).
 
-A checkpoint is a pickle, and unpickling calls whatever the file names (`os.system`, `subprocess.Popen`, ...).
-`RestrictedUnpickler` resolves only:
+torch's unpickler resolves only allowlisted globals, calls only allowlisted callables and sets state only on objects of
+allowlisted types; its own list covers tensors, containers and dtypes. `allow(names)` adds the globals a checkpoint
+names beyond that, if each is
 
-* `CALLABLES`: the functions and plain types a checkpoint calls while loading (tensor rebuilding, containers,
-  argument namespaces, paths, numpy scalars and arrays);
-* `torch.nn.Module` subclasses defined in `TRUSTED_ROOTS` (the layers of a model) and any class defined in
-  `umop_yolo` (helpers a model keeps, e.g. anchor generators), which pickle re-creates with `cls.__new__` and fills
-  with `__setstate__`; calling one (a model's `__init__` parses a model YAML, which can eval) is refused;
-* torch dtypes, layouts and memory formats (plain values).
+* a model layer: a `torch.nn.Module` subclass defined in torch.nn, torchvision, ultralytics.nn or umop_yolo (the list is
+  generated from the loaded classes), or one of the plain classes our models keep (`MODEL_HELPERS`). Pickle re-creates
+  these as `cls.__new__(cls)` and their state. The name resolves to a stand-in that does only that: calling it is
+  refused, because a model's `__init__` parses a model YAML (Ultralytics eval()s its activation) or fetches weights;
+* one of `plain_types()`: argument namespaces, paths, numpy scalars and arrays, which pickle re-creates by calling them.
 
-Anything else stops the load with `UnsafeCheckpointError` naming the global, before it is imported. The unpickler is
-the pure-Python one from the standard library, extended so that REDUCE, INST and OBJ may call only `CALLABLES`, and
-BUILD may not set attributes on classes, functions or modules.
-
-This module is itself a valid `pickle_module` for `torch.load(..., weights_only=False, pickle_module=safe_pickle)`.
+Anything else is refused with one line naming it, before the file is unpickled. Only the names a checkpoint uses are
+registered, because torch rebuilds its lookup table from every registered global at each opcode; they stay registered
+for the process, because `torch.serialization.safe_globals` removes its entries on exit even while another thread is
+still unpickling.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import importlib
-import pickle
+import functools
+import pathlib
+import sys
+import threading
 import types
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from umop_yolo.errors import UserInputError
 
-TRUSTED_ROOTS = ("umop_yolo", "torch", "torchvision", "ultralytics")
-CALLABLES = frozenset(
-    {
-        "torch._utils._rebuild_tensor",
-        "torch._utils._rebuild_tensor_v2",
-        "torch._utils._rebuild_tensor_v3",
-        "torch._utils._rebuild_parameter",
-        "torch._utils._rebuild_parameter_with_state",
-        "torch.serialization._get_layout",
-        "torch.device",
-        "torch.Size",
-        "collections.OrderedDict",
-        "builtins.set",
-        "builtins.frozenset",
-        "builtins.slice",
-        "builtins.range",
-        "builtins.complex",
-        "builtins.bytearray",
-        "_codecs.encode",  # bytes under pickle protocol 2, torch.save's default
-        "types.SimpleNamespace",
-        "ultralytics.utils.IterableSimpleNamespace",
-        "ultralytics.yolo.utils.IterableSimpleNamespace",  # checkpoints of Ultralytics < 8.0.44 (aliased on load)
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-        "pathlib.PurePosixPath",
-        "pathlib.PureWindowsPath",
-        "numpy.dtype",
-        "numpy.ndarray",
-        "numpy.core.multiarray.scalar",
-        "numpy._core.multiarray.scalar",
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-        "numpy.core.numeric._frombuffer",  # arrays under pickle protocol 5
-        "numpy._core.numeric._frombuffer",
-    }
-)
-_VALUES = (torch.dtype, torch.layout, torch.memory_format)
-_NO_STATE = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
+LAYER_PACKAGES = ("torch.nn.", "torchvision.", "ultralytics.nn.", "umop_yolo.")
+_lock = threading.Lock()  # add_safe_globals rebinds torch's global set: two threads at once could drop an entry
 
 
 class CheckpointError(UserInputError):
@@ -78,87 +45,95 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 class MissingGlobalError(CheckpointError):
-    """The checkpoint needs a class or function that this installation does not provide (one line, naming it)."""
+    """The checkpoint needs a class that this installation does not provide (one line, naming it)."""
 
 
-def _resolve(module: str, name: str) -> Any:
-    """Import `module` and look up the (possibly dotted) `name` in it."""
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise MissingGlobalError(
-            f"needs '{module}.{name}', which this installation does not provide ({type(e).__name__}: {e}); "
-            "was it written by another version of umop_yolo, ultralytics or torch?"
-        ) from None
-    return obj
+def _name(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def _refuse(what: str) -> UnsafeCheckpointError:
-    return UnsafeCheckpointError(
-        f"refers to '{what}', which is not a model layer or plain data type on the allowlist; "
-        "load it with trust_checkpoint=true only if you trust the file and whoever made it"
-    )
+def _subclasses(cls: type) -> Iterator[type]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
 
 
-class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be overridden
-    """`pickle.Unpickler` that resolves only allowlisted globals and calls only `CALLABLES` (see the module doc)."""
-
-    def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
-        self._callables: dict[int, str] = {}  # id -> name of every CALLABLES object this load resolved
-
-    def find_class(self, module: str, name: str) -> Any:
-        if self.proto < 3 and self.fix_imports:  # protocol 2 names builtins `__builtin__`, as Python 2 did
-            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        full = f"{module}.{name}"
-        if full in CALLABLES:
-            obj = _resolve(module, name)
-            self._callables[id(obj)] = full
-            return obj
-        if module.partition(".")[0] not in TRUSTED_ROOTS or "<" in name or name.startswith("__"):
-            raise _refuse(full)
-        obj = _resolve(module, name)
-        if isinstance(obj, _VALUES):
-            return obj
-        home = getattr(obj, "__module__", "").partition(".")[0]  # where it is defined, not just re-exported
-        layer = home in TRUSTED_ROOTS and isinstance(obj, type) and issubclass(obj, torch.nn.Module)
-        if layer or (home == "umop_yolo" and isinstance(obj, type)):
-            return obj
-        raise _refuse(full)
-
-    def _check_callable(self, func: Any) -> None:
-        if id(func) not in self._callables:
-            raise UnsafeCheckpointError(
-                f"calls {getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', type(func).__name__)} "
-                "while loading, which only trust_checkpoint=true allows"
-            )
-
-    def load_reduce(self) -> None:
-        self._check_callable(self.stack[-2])
-        super().load_reduce()
-
-    def _instantiate(self, klass: Any, args: tuple) -> None:
-        self._check_callable(klass)
-        super()._instantiate(klass, args)
-
-    def load_build(self) -> None:
-        target = self.stack[-2]
-        if isinstance(target, _NO_STATE):
-            raise UnsafeCheckpointError(f"sets attributes of {target!r} while loading, which is never allowed")
-        super().load_build()
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-    dispatch[pickle.REDUCE[0]] = load_reduce
-    dispatch[pickle.BUILD[0]] = load_build
+def _importable(cls: type) -> bool:
+    """Whether pickle finds `cls` under its name (not a class made at run time, or of a module since removed)."""
+    obj: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        obj = getattr(obj, part, None)
+    return obj is cls
 
 
-Unpickler = RestrictedUnpickler
+def model_layers() -> dict[str, type]:
+    """Every model layer a checkpoint may re-create, by pickled name: the `nn.Module` subclasses of `LAYER_PACKAGES`
+    that are loaded once Ultralytics' and our model builders are, and `MODEL_HELPERS`."""
+    import torchvision  # noqa: F401  (its models)
+    from ultralytics.nn import tasks  # noqa: F401  (every Ultralytics layer)
+
+    from umop_yolo.engine import build  # noqa: F401  (every umop_yolo model, head and backbone)
+    from umop_yolo.nn.anchors import AnchorGenerator
+    from umop_yolo.nn.box_coder import DeltaXYWHBoxCoder
+
+    layers = [c for c in _subclasses(nn.Module) if c.__module__.startswith(LAYER_PACKAGES) and _importable(c)]
+    return {_name(c): c for c in (*layers, AnchorGenerator, DeltaXYWHBoxCoder)}
 
 
-def load(file: IO[bytes], **kwargs: Any) -> Any:
-    """`pickle.load` with the restricted unpickler."""
-    return RestrictedUnpickler(file, **kwargs).load()
+def plain_types() -> dict[str, Any]:
+    """The plain data types (and their legacy pickled names) that checkpoints hold besides tensors and containers."""
+    from ultralytics.utils import IterableSimpleNamespace
 
+    path = type(pathlib.Path())  # a path pickled on either OS loads as this OS's path
+    scalar, reconstruct = np.float64(0).__reduce__()[0], np.empty(0).__reduce__()[0]
+    return {
+        "ultralytics.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # model.args of an unstripped .pt
+        "ultralytics.yolo.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # Ultralytics < 8.0.44
+        "types.SimpleNamespace": types.SimpleNamespace,
+        "pathlib.PosixPath": path,
+        "pathlib.WindowsPath": path,
+        "numpy.dtype": np.dtype,
+        "numpy.ndarray": np.ndarray,
+        **{f"numpy.{core}.multiarray.{f.__name__}": f for core in ("core", "_core") for f in (scalar, reconstruct)},
+    }
+
+
+class _RecreateOnly(type):
+    """Metaclass of the stand-ins: pickle's NEWOBJ (`cls.__new__(cls)`) re-creates the layer; calling it is refused."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafeCheckpointError(f"calls {cls.__qualname__} while loading, which only trust_checkpoint=true allows")
+
+
+@functools.cache
+def _stand_in(layer: type) -> type:
+    def new(_: type, *args: Any) -> Any:
+        return layer.__new__(layer, *args)
+
+    return _RecreateOnly(layer.__name__, (), {"__new__": staticmethod(new), "__qualname__": _name(layer)})
+
+
+def _entries(name: str, layers: dict[str, type], plain: dict[str, Any]) -> list[Any]:
+    """What to register for one global a checkpoint names; raises if it is not on the allowlist."""
+    if name in plain:
+        dtypes = {type(np.dtype(c)) for c in np.typecodes["All"]} if name == "numpy.dtype" else set()
+        return [(plain[name], name), *dtypes]  # a dtype's state is set on an instance of its class
+    if name in layers:  # the stand-in under the pickled name; the class itself (so its state may be set) under a
+        return [(_stand_in(layers[name]), name), (layers[name], f"{name}\n")]  # name no pickle can spell
+    module, _, attr = name.rpartition(".")
+    if name.startswith(LAYER_PACKAGES) and not hasattr(sys.modules.get(module), attr):
+        raise MissingGlobalError(f"needs '{name}', which this installation does not provide; was it written by "
+                                 "another version of umop_yolo, ultralytics or torch?")
+    raise UnsafeCheckpointError(f"refers to '{name}', which is not a model layer or plain data type on the allowlist; "
+                                "load it with trust_checkpoint=true only if you trust the file and whoever made it")
+
+
+def allow(names: Iterable[str]) -> None:
+    """Allow torch's weights-only unpickler the globals `names`, or raise naming the first one not on the allowlist."""
+    names = list(names)
+    if not names:
+        return
+    layers, plain = model_layers(), plain_types()
+    entries = [entry for name in names for entry in _entries(name, layers, plain)]
+    with _lock:
+        torch.serialization.add_safe_globals(entries)
