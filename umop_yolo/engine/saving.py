@@ -4,7 +4,8 @@
 then moves each file over its final name, so a crash leaves either the old or the new complete file. A save removes
 only its own folder; folders of killed processes are removed by `remove_leftovers` when the next training has locked
 the run directory (`run_lock`), so no live save is touched. `trim_epochs` cuts the per-epoch logs back to the saved
-checkpoint. Loading checkpoints is `engine.checkpoint`.
+checkpoint. `saved_as_ultralytics()` writes a YOLO model as Ultralytics' own class. Loading checkpoints is
+`engine.checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER
 
 from umop_yolo.atomic import replace_file, write_text_atomic
+from umop_yolo.engine.model import UmopDetectionModel
 
 PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
 
@@ -63,6 +67,21 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
         LOGGER.removeFilter(paths)
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def saved_as_ultralytics(model: nn.Module) -> Iterator[None]:
+    """Within this block a `UmopDetectionModel` (a YOLO head) is Ultralytics' `DetectionModel`, the class it extends
+    with only a loss and test-time augmentation: checkpoints written meanwhile load in plain Ultralytics, without
+    umop_yolo. Our loader gives them back their class (`engine.checkpoint`); training from one rebuilds the model from
+    its YAML. RetinaNet/ATSS models keep their classes: their layers are ours."""
+    cls = type(model)
+    if cls is UmopDetectionModel:
+        model.__class__ = DetectionModel
+    try:
+        yield
+    finally:
+        model.__class__ = cls
 
 
 def remove_leftovers(run_dir: Path) -> None:
