@@ -1,6 +1,7 @@
 """Checkpoints that travel: a YOLO model trained here is saved as Ultralytics' own DetectionModel, so plain Ultralytics
 (umop_yolo not importable) loads it and predicts the same boxes, also under ULTRALYTICS_SAFE_LOAD=1; loaded by us it is
-a UmopDetectionModel again. RetinaNet/ATSS checkpoints keep their own classes."""
+a UmopDetectionModel again. RetinaNet/ATSS checkpoints keep their own classes; Ultralytics' `yolo train` on one stops
+with one line."""
 
 import json
 import os
@@ -11,16 +12,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from ultralytics.cfg import entrypoint
 from ultralytics.nn.tasks import DetectionModel
 
 from conftest import tiny_train_args
 from umop_yolo.cli import run
+from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.saving import saved_as_ultralytics
+from umop_yolo.errors import UserInputError
 
 PLAIN_PREDICT = """
 import importlib.abc, json, sys
@@ -97,3 +101,16 @@ def test_saved_as_ultralytics_only_while_saving_and_only_yolo_heads(tmp_path):
     assert umop_globals(tmp_path / "yolo.pt") == []
     assert type(load_file(tmp_path / "yolo.pt")["ema"]) is UmopDetectionModel
     assert type(load_file(tmp_path / "stock.pt")["ema"]) is DetectionModel  # not trained here: left as it is
+
+
+@pytest.mark.parametrize("yaml", ["atss_r18_fpn.yaml", "retinanet_yolov8n.yaml"])
+def test_stock_yolo_train_on_a_dense_checkpoint_stops_in_one_line(yaml, tiny_shapes, tmp_path):
+    """Ultralytics' `yolo train model=atss.pt` builds its own DetectionModel from the checkpoint's model YAML, which
+    describes a RetinaNet/ATSS model: one line naming `umop train`, not `KeyError: 0`."""
+    path = tmp_path / "dense.pt"
+    torch.save({"model": build_model(yaml, nc=5, verbose=False).half(), "train_args": {"umop": True}}, path)
+    command = (f"yolo train model={path} data={resolve_data(tiny_shapes)} epochs=1 imgsz=64 batch=8 device=cpu "
+               f"workers=0 project={tmp_path} name=run")
+    with pytest.raises(UserInputError, match="umop train") as error:
+        entrypoint(command)
+    assert "\n" not in str(error.value)

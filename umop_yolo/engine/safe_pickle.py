@@ -84,12 +84,15 @@ def plain_types() -> dict[str, Any]:
     """The plain data types (and their legacy pickled names) that checkpoints hold besides tensors and containers."""
     from ultralytics.utils import IterableSimpleNamespace
 
+    from umop_yolo.engine.build import DenseBackboneSpec
+
     path = type(pathlib.Path())  # a path pickled on either OS loads as this OS's path
     scalar, reconstruct = np.float64(0).__reduce__()[0], np.empty(0).__reduce__()[0]
     return {
         "ultralytics.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # model.args of an unstripped .pt
         "ultralytics.yolo.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # Ultralytics < 8.0.44
         "types.SimpleNamespace": types.SimpleNamespace,
+        "umop_yolo.engine.build.DenseBackboneSpec": DenseBackboneSpec,  # a dict
         "pathlib.PosixPath": path,
         "pathlib.WindowsPath": path,
         "numpy.dtype": np.dtype,
