@@ -5,10 +5,12 @@ allowlisted types; its own list covers tensors, containers and dtypes. `allow(na
 names beyond that, if each is
 
 * a model layer: a `torch.nn.Module` subclass defined in torch.nn, torchvision, ultralytics.nn or umop_yolo (the list is
-  generated from the loaded classes), or one of the plain classes our models keep (`MODEL_HELPERS`). Pickle re-creates
-  these as `cls.__new__(cls)` and their state. The name resolves to a stand-in that does only that: calling it is
-  refused, because a model's `__init__` parses a model YAML (Ultralytics eval()s its activation) or fetches weights;
-* one of `plain_types()`: argument namespaces, paths, numpy scalars and arrays, which pickle re-creates by calling them.
+  generated from the loaded classes), or a plain class our dense heads keep (anchor generator, box coder). Pickle
+  re-creates these as `cls.__new__(cls)` and their state. The name resolves to a stand-in that does only that: calling
+  it is refused, because a model's `__init__` parses a model YAML (Ultralytics eval()s its activation) or fetches
+  weights;
+* one of `plain_types()`: argument namespaces, paths, numpy scalars and arrays, a dense model's backbone spec, which
+  pickle re-creates by calling them.
 
 Anything else is refused with one line naming it, before the file is unpickled. Only the names a checkpoint uses are
 registered, because torch rebuilds its lookup table from every registered global at each opcode; they stay registered
@@ -68,7 +70,7 @@ def _importable(cls: type) -> bool:
 
 def model_layers() -> dict[str, type]:
     """Every model layer a checkpoint may re-create, by pickled name: the `nn.Module` subclasses of `LAYER_PACKAGES`
-    that are loaded once Ultralytics' and our model builders are, and `MODEL_HELPERS`."""
+    that are loaded once Ultralytics' and our model builders are, and the anchor generator and box coder."""
     import torchvision  # noqa: F401  (its models)
     from ultralytics.nn import tasks  # noqa: F401  (every Ultralytics layer)
 
@@ -92,7 +94,7 @@ def plain_types() -> dict[str, Any]:
         "ultralytics.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # model.args of an unstripped .pt
         "ultralytics.yolo.utils.IterableSimpleNamespace": IterableSimpleNamespace,  # Ultralytics < 8.0.44
         "types.SimpleNamespace": types.SimpleNamespace,
-        "umop_yolo.engine.build.DenseBackboneSpec": DenseBackboneSpec,  # a dict
+        "umop_yolo.engine.build.DenseBackboneSpec": DenseBackboneSpec,  # a dict: a dense model's `backbone:`
         "pathlib.PosixPath": path,
         "pathlib.WindowsPath": path,
         "numpy.dtype": np.dtype,
