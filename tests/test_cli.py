@@ -194,7 +194,7 @@ def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
     assert main(["checks"]) == 0
     rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
     assert rows["umop_yolo"] == umop_yolo.__version__ and rows["ultralytics"] == metadata.version("ultralytics")
-    assert {"python", "torch", "torchvision", "pycocotools", "cpu", "cuda"} <= set(rows)
+    assert {"python", "torch", "torchvision", "pycocotools", "faster-coco-eval", "cpu", "cuda"} <= set(rows)
     assert run_main(["version", "epochs=1"], capsys) == (2, "umop: error: version takes no arguments, got 'epochs=1'")
 
 

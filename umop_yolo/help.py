@@ -37,7 +37,7 @@ MODES: dict[str, tuple[str, str]] = {
 }
 USAGE = f"usage: umop [detect] {{{','.join(MODES)}}} [cfg=EXPERIMENT.yaml] [key=value ...]"
 PACKAGES = ("ultralytics", "torch", "torchvision", "pycocotools")  # required beside umop_yolo
-OPTIONAL = ("onnx", "onnxruntime", "onnxslim")  # the [export] extra
+OPTIONAL = ("onnx", "onnxruntime", "onnxslim", "faster-coco-eval", "tensorboard")  # [export], [fast], [logging]
 
 
 def _value(value: Any) -> str:

@@ -128,7 +128,7 @@ def write_report(out: Path, finals: Finals, curves: dict[str, list[list[float]]]
     lines = [
         f"# UMOP ablation: {title}",
         "",
-        f"{len(variants)} variants x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}). COCO AP (pycocotools) in %, "
+        f"{len(variants)} variants x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}). COCO AP (COCOeval) in %, "
         "after the last epoch: mean ± sample std over seeds, difference to the baseline's mean in brackets (n/a: no "
         "ground truth of that size). Paired: the mean over seeds of (variant - baseline) with the same seed, and its "
         "95% Student-t interval; * marks an interval that excludes 0.",
