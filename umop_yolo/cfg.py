@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from umop_yolo.errors import InputNotFoundError, UserInputError
-from umop_yolo.settings import UMOP_DEFAULTS
+from umop_yolo.settings import UMOP_DEFAULTS, scaled_lr_steps
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The folder holding cfg/ and data/: the repo root in a checkout or an editable install; umop_yolo/assets in a wheel
@@ -147,6 +147,8 @@ def experiment_args(cfg: str | None, overrides: dict[str, Any], source: str = "t
         args = load_yaml(path, "experiment cfg")
         check_keys(args, str(path))
     check_keys(overrides, source)
+    if cfg is not None and "epochs" in overrides and "lr_steps" in args and "lr_steps" not in overrides:
+        args["lr_steps"] = scaled_lr_steps(args["lr_steps"], args.get("epochs"), overrides["epochs"], path.name)
     args.update(overrides)
     if "model" in args:
         args["model"] = resolve_model(args["model"])

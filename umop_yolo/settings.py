@@ -7,6 +7,7 @@ first-class everywhere, including DDP workers, which import this package while u
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 from umop_yolo import pfl
@@ -36,6 +37,17 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "lr_steps": ([], "epochs (0-based) at which lr is multiplied by 0.1, e.g. [8, 11]; [] = Ultralytics' lrf/cos_lr"),
     "warmup_iters": (0, "linear warmup over this many iterations (MMDetection: 500); 0 = Ultralytics' warmup_epochs"),
     "grad_clip": (10.0, "max gradient norm (Ultralytics: 10); 0 = no clipping, as MMDetection's RetinaNet/ATSS"),
+    "warmup_ratio": (0.0, "warmup raises every group's lr from warmup_ratio x lr (MMDetection: 0.001); 0 = "
+                          "Ultralytics' warmup (weights from 0, biases from warmup_bias_lr)"),
+    "nesterov": (True, "SGD with Nesterov momentum (Ultralytics); false = plain momentum (MMDetection)"),
+    "norm_bias_decay": (False, "weight decay on norm weights and biases too (MMDetection); false = on neither "
+                               "(Ultralytics)"),
+    "ema": (True, "validate and save Ultralytics' EMA of the weights; false = the weights as trained (MMDetection)"),
+    "save_best": (True, "best.pt is the epoch with the best val AP; false = the last epoch (what MMDetection and "
+                        "papers report)"),
+    "backbone_weights": (None, "RetinaNet/ATSS ResNet backbone weights: a .pth file (torchvision or mmcv state dict), "
+                               "imagenet (torchvision's file from the torch hub cache, never downloaded) or false "
+                               "(random init); null = the model YAML's backbone.pretrained"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
     "trust_checkpoint": (False, "unpickle .pt files without the allowlist (can run code inside them): only files you "
@@ -77,10 +89,33 @@ def check_umop_args(args: Any) -> None:
     Keys not given take their defaults."""
     given = args if isinstance(args, dict) else vars(args)
     get = {**UMOP_DEFAULTS, "epochs": 100, **given}.get
-    for key in ("umop", "trust_checkpoint"):
+    for key in ("umop", "trust_checkpoint", "nesterov", "norm_bias_decay", "ema", "save_best"):
         if not isinstance(get(key), bool):
             raise UserInputError(f"{key}={get(key)!r} must be true or false")
     pfl.check_pfl(**{arg: get(key) for key, arg in PFL_KEYS.items()}, names={arg: key for key, arg in PFL_KEYS.items()})
     if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
         raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
     check_schedule(get("epochs"), get("lr_steps"), get("warmup_iters"), get("grad_clip"))
+    ratio, weights = get("warmup_ratio"), get("backbone_weights")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise UserInputError(f"warmup_ratio={ratio!r} must be a number in [0, 1) (0: Ultralytics' warmup)")
+    if not (weights is None or weights is False or isinstance(weights, (str, PurePath))):
+        raise UserInputError(f"backbone_weights={weights!r} must be a .pth file, imagenet, or false (random init)")
+
+
+def scaled_lr_steps(lr_steps: Any, epochs: Any, new_epochs: Any, source: str) -> Any:
+    """The `lr_steps` of `source`, made for `epochs`, at the same fractions of `new_epochs` (rounded down), said in one
+    log line: 1x -> 2x [8, 11] -> [16, 22], 2x -> 18 epochs [16, 22] -> [12, 16]. Steps that collapse stop in one line.
+    Malformed values are returned as they are, for `check_umop_args` to name."""
+    if new_epochs == epochs or not (_is_int(epochs) and _is_int(new_epochs) and epochs > 0 and new_epochs > 0
+                                    and isinstance(lr_steps, list) and lr_steps and all(map(_is_int, lr_steps))):
+        return lr_steps
+    scaled = [s * new_epochs // epochs for s in lr_steps]
+    what = f"epochs={new_epochs}: lr_steps={lr_steps} of {source} (for {epochs} epochs)"
+    if scaled != sorted(set(scaled)) or not all(0 < s < new_epochs for s in scaled):
+        raise UserInputError(f"{what} scale to {scaled}, no step schedule for {new_epochs} epochs: give lr_steps= too "
+                             "(lr_steps=[]: Ultralytics' lrf decay)")
+    from ultralytics.utils import LOGGER
+
+    LOGGER.warning(f"{what} scaled to lr_steps={scaled}, the same fractions of training (give lr_steps= to choose)")
+    return scaled
