@@ -67,8 +67,11 @@ class LevelwiseBCE:
         loss = self.bce(logits, targets)
         with torch.no_grad():
             normalizer = targets.float().sum().clamp_min(1.0)  # what Ultralytics divides by
-            parts = zip(loss.detach().split(self.level_sizes, 1), targets.split(self.level_sizes, 1))
-            level_loss, num_pos = zip(*[(x.float().sum(), (t > 0).any(-1).sum()) for x, t in parts])
+            # Positives as PFL counts them, t > 0 in some class: one read-only pass for each anchor's largest target
+            # (TAL's fg_mask also holds anchors whose target score is 0, which the loss trains as negatives).
+            positive = targets.amax(-1) > 0
+            num_pos = [p.sum() for p in positive.split(self.level_sizes, 1)]
+            level_loss = [x.float().sum() for x in loss.detach().split(self.level_sizes, 1)]
             self.last_stats = {
                 "num_pos": torch.stack(num_pos).float(),
                 "num_samples": torch.tensor([n * len(logits) for n in self.level_sizes], dtype=torch.float32,
