@@ -97,6 +97,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any, bool], bool], str]] = {
     "close_mosaic": (lambda v, _: _integer(v, 0), "an integer >= 0 (0: mosaic to the end)"),
     "warmup_epochs": (lambda v, _: _number(v) and v >= 0, "a number >= 0"),
     "time": (lambda v, _: v is None or (_number(v) and v > 0), "a number of hours > 0"),
+    "nms_pre": (lambda v, _: _integer(v, 1), "an integer >= 1 (candidates per image that enter NMS)"),
     **{gain: (lambda v, _: _number(v) and v >= 0, "a loss gain >= 0") for gain in ("box", "cls", "dfl")},
 }
 
