@@ -5,6 +5,10 @@ torch's weights-only unpickler with our allowlist (`umop_yolo.engine.safe_pickle
 under ULTRALYTICS_SAFE_LOAD=1, and a missing module is an error, never a pip install.
 """
 
+import collections
+import copyreg
+import importlib.util
+import operator
 import os
 import subprocess
 import sys
@@ -128,6 +132,19 @@ def test_crafted_calls_are_refused_before_they_run(func, args, named, tmp_path):
     with pytest.raises(UnsafeCheckpointError, match=f"refers to '{named}'"):
         load_file(evil)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("func, args, named", [
+    (importlib.util.find_spec, ("os",), "importlib.util.find_spec"),
+    (operator.truth, (torch.nn.Identity(),), "operator.truth"),
+    (operator.getitem, (torch.nn.Sequential(torch.nn.Identity()), 0), "operator.getitem"),
+    (copyreg._reconstructor, (collections.OrderedDict, object, None), "copyreg._reconstructor"),
+])
+def test_the_calls_that_check_for_umop_yolo_do_only_that(func, args, named, tmp_path):
+    """Our models pickle a check for umop_yolo made of these calls (`engine.needs_umop`): allowed for nothing else."""
+    evil = save(tmp_path / "evil.pt", {"ema": Calls(func, *args)})
+    with pytest.raises(UnsafeCheckpointError, match=f"calls {named} other than to check for umop_yolo"):
+        load_file(evil)
 
 
 def test_calling_any_model_layer_is_refused(tmp_path):

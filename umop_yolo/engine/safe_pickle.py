@@ -10,7 +10,9 @@ names beyond that, if each is
   it is refused, because a model's `__init__` parses a model YAML (Ultralytics eval()s its activation) or fetches
   weights;
 * one of `plain_types()`: argument namespaces, paths, numpy scalars and arrays, a dense model's backbone spec, which
-  pickle re-creates by calling them.
+  pickle re-creates by calling them;
+* one of the standard-library calls with which a model of ours checks that umop_yolo is installed before its class is
+  looked up (`engine.needs_umop`); stand-ins do only that check and re-create the model through the layer's stand-in.
 
 Anything else is refused with one line naming it, before the file is unpickled. Only the names a checkpoint uses are
 registered, because torch rebuilds its lookup table from every registered global at each opcode; they stay registered
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from umop_yolo.engine import needs_umop
 from umop_yolo.errors import UserInputError
 
 LAYER_PACKAGES = ("torch.nn.", "torchvision.", "ultralytics.nn.", "umop_yolo.")
@@ -118,6 +121,44 @@ def _stand_in(layer: type) -> type:
     return _RecreateOnly(layer.__name__, (), {"__new__": staticmethod(new), "__qualname__": _name(layer)})
 
 
+def _refuse(call: str) -> UnsafeCheckpointError:
+    return UnsafeCheckpointError(f"calls {call} other than to check for umop_yolo, which only trust_checkpoint=true "
+                                 "allows")
+
+
+def _find_spec(name: Any) -> bool:
+    if name != needs_umop.PACKAGE:
+        raise _refuse("importlib.util.find_spec")
+    return True  # this installation has umop_yolo
+
+
+def _truth(found: Any) -> bool:
+    if type(found) is not bool:
+        raise _refuse("operator.truth")
+    return found
+
+
+def _getitem(container: Any, key: Any) -> Any:
+    if type(container) not in (tuple, dict):
+        raise _refuse("operator.getitem")
+    return container[key]
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    if not isinstance(cls, _RecreateOnly) or base is not object or state is not None:
+        raise _refuse("copyreg._reconstructor")
+    return cls.__new__(cls)  # the layer, as pickle's NEWOBJ would re-create it
+
+
+CHECK_CALLS = {  # the pickled names of `needs_umop`'s calls (operator's are pickled as _operator's)
+    "importlib.util.find_spec": _find_spec,
+    "_operator.truth": _truth,
+    "_operator.getitem": _getitem,
+    "copyreg._reconstructor": _reconstructor,
+    "builtins.object": object,
+}
+
+
 def _entries(name: str, layers: dict[str, type], plain: dict[str, Any]) -> list[Any]:
     """What to register for one global a checkpoint names; raises if it is not on the allowlist."""
     if name in plain:
@@ -138,7 +179,7 @@ def allow(names: Iterable[str]) -> None:
     names = list(names)
     if not names:
         return
-    layers, plain = model_layers(), plain_types()
+    layers, plain = model_layers(), {**plain_types(), **CHECK_CALLS}
     entries = [entry for name in names for entry in _entries(name, layers, plain)]
     with _lock:
         torch.serialization.add_safe_globals(entries)

@@ -74,7 +74,8 @@ def saved_as_ultralytics(model: nn.Module) -> Iterator[None]:
     """Within this block a `UmopDetectionModel` (a YOLO head) is Ultralytics' `DetectionModel`, the class it extends
     with only a loss and test-time augmentation: checkpoints written meanwhile load in plain Ultralytics, without
     umop_yolo. Our loader gives them back their class (`engine.checkpoint`); training from one rebuilds the model from
-    its YAML. RetinaNet/ATSS models keep their classes: their layers are ours."""
+    its YAML. RetinaNet/ATSS models keep their classes (their layers are ours), pickled so that plain Ultralytics says
+    in one line that umop_yolo is needed (`engine.needs_umop`)."""
     cls = type(model)
     if cls is UmopDetectionModel:
         model.__class__ = DetectionModel
