@@ -1,17 +1,25 @@
-"""Checkpoints that travel: a YOLO model trained here is saved as Ultralytics' own DetectionModel, so plain Ultralytics
-(umop_yolo not importable) loads it and predicts the same boxes, also under ULTRALYTICS_SAFE_LOAD=1; loaded by us it is
-a UmopDetectionModel again. RetinaNet/ATSS checkpoints keep their own classes; Ultralytics' `yolo train` on one stops
-with one line."""
+"""Checkpoints that travel: a YOLO model trained (or `UmopYOLO.save()`d) here is saved as Ultralytics' own
+DetectionModel, so plain Ultralytics (umop_yolo not importable) loads it and predicts the same boxes, also under
+ULTRALYTICS_SAFE_LOAD=1; loaded by us it is a UmopDetectionModel again. RetinaNet/ATSS checkpoints keep their own
+classes: plain Ultralytics loads them where umop_yolo is installed, says in one line that umop_yolo is needed where it
+is not (never AutoInstall), and its `yolo train` on one stops with one line."""
 
+import copy
+import copyreg
 import json
 import os
+import pickle
+import pickletools
 import subprocess
 import sys
+import zipfile
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from ultralytics import YOLO
 from ultralytics.cfg import entrypoint
 from ultralytics.nn.tasks import DetectionModel
 
@@ -23,18 +31,17 @@ from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.needs_umop import NEEDS_UMOP_YOLO
 from umop_yolo.engine.saving import saved_as_ultralytics
 from umop_yolo.errors import UserInputError
 
-PLAIN_PREDICT = """
-import importlib.abc, json, sys
+NO_UMOP = """
+import json, sys
 
-class NoUmop(importlib.abc.MetaPathFinder):  # as if umop_yolo were not installed
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] == "umop_yolo":
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.modules["umop_yolo"] = None  # as if umop_yolo were not installed: importing it fails, find_spec finds nothing
+"""
 
-sys.meta_path.insert(0, NoUmop())
+PLAIN_PREDICT = NO_UMOP + """
 import torch
 from ultralytics import YOLO
 
@@ -42,8 +49,49 @@ torch.set_num_threads(int(sys.argv[3]))
 model = YOLO(sys.argv[1])
 boxes = model.predict(sys.argv[2], imgsz=128, conf=0.001, iou=0.7, max_det=300, verbose=False)[0].boxes.data
 print(json.dumps({"class": type(model.model).__name__, "boxes": boxes.tolist(),
-                  "umop_modules": [m for m in sys.modules if m.startswith("umop_yolo")]}))
+                  "umop_modules": [m for m, v in sys.modules.items() if m.startswith("umop_yolo") and v]}))
 """
+
+
+PLAIN_LOAD = NO_UMOP + """
+from ultralytics import YOLO
+from ultralytics import YOLO
+from ultralytics.cfg import entrypoint
+from ultralytics.nn import tasks
+from ultralytics.utils import checks
+
+installs = []
+
+def auto_install(*args, **kwargs):  # what Ultralytics runs for a module a checkpoint needs: pip install
+    installs.append(repr(args))
+    raise RuntimeError("AutoInstall")
+
+tasks.check_requirements = checks.check_requirements = auto_install
+errors = []
+for load in (lambda: YOLO(sys.argv[1]),
+             lambda: entrypoint(f"yolo predict model={sys.argv[1]} source={sys.argv[2]} imgsz=64 save=False")):
+    try:
+        load()
+        errors.append(None)
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}")
+print(json.dumps({"errors": errors, "installs": installs}))
+"""
+
+
+def plain_ultralytics(script: str, *args, cwd, safe_load: str = "0") -> dict:
+    """Run `script` in plain Ultralytics' defaults (AutoInstall on), umop_yolo not importable; its last JSON line."""
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_AUTOINSTALL"}
+    env.update(ULTRALYTICS_SAFE_LOAD=safe_load, YOLO_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def image(path):
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    return path
 
 
 def umop_globals(path) -> list[str]:
@@ -55,9 +103,7 @@ def trained(tiny_shapes, tmp_path_factory):
     """weights/ of a 1-epoch UMOP training of YOLOv8n, and an image to predict on."""
     project = tmp_path_factory.mktemp("portable")
     run("train", tiny_train_args(tiny_shapes, project, pfl_delta=0.3))
-    image = project / "image.png"
-    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
-    return project / "run" / "weights", image
+    return project / "run" / "weights", image(project / "image.png")
 
 
 @pytest.mark.slow
@@ -70,21 +116,88 @@ def test_yolo_checkpoints_name_no_umop_class_and_load_here_as_umop(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("safe_load", ["0", "1"])
-def test_plain_ultralytics_predicts_the_same_boxes(safe_load, trained, tmp_path):
-    weights, image = trained
-    env = {k: v for k, v in os.environ.items() if k != "YOLO_AUTOINSTALL"}  # plain Ultralytics' defaults
-    env.update(ULTRALYTICS_SAFE_LOAD=safe_load, YOLO_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-c", PLAIN_PREDICT, str(weights / "best.pt"), str(image),
-                           str(torch.get_num_threads())], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    plain = json.loads(proc.stdout.strip().splitlines()[-1])
+@pytest.mark.parametrize("safe_load, saved", [("0", "best.pt"), ("1", "best.pt"), ("0", "UmopYOLO.save()")])
+def test_plain_ultralytics_predicts_the_same_boxes(safe_load, saved, trained, tmp_path):
+    weights, source = trained
+    path = weights / "best.pt"
+    if saved == "UmopYOLO.save()":
+        UmopYOLO(path).save(tmp_path / "saved.pt")
+        path = tmp_path / "saved.pt"
+    plain = plain_ultralytics(PLAIN_PREDICT, path, source, torch.get_num_threads(), cwd=tmp_path, safe_load=safe_load)
     assert plain["class"] == "DetectionModel" and plain["umop_modules"] == []
-    ours = UmopYOLO(weights / "best.pt")
+    ours = UmopYOLO(path)
     assert type(ours.model) is UmopDetectionModel
-    boxes = ours.predict(str(image), imgsz=128, conf=0.001, iou=0.7, max_det=300, verbose=False)[0].boxes.data
+    boxes = ours.predict(str(source), imgsz=128, conf=0.001, iou=0.7, max_det=300, verbose=False)[0].boxes.data
     assert len(plain["boxes"]) > 0 and torch.equal(torch.tensor(plain["boxes"]), boxes)
+
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "retinanet_yolov8n.yaml"])
+def test_umop_yolo_save_writes_what_training_writes(yaml, tmp_path):
+    """`UmopYOLO.save()`: a YOLO head as Ultralytics' DetectionModel (no class of ours), a dense model checking for
+    umop_yolo first; our loader gives each its class back."""
+    model = UmopYOLO(yaml)
+    model.save(tmp_path / "saved.pt")
+    assert type(model.model) is (UmopDetectionModel if yaml.startswith("yolo") else DenseDetectionModel)
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "saved.pt")
+    assert (umop_globals(tmp_path / "saved.pt") == []) == yaml.startswith("yolo")
+    assert ("importlib.util.find_spec" in names) != yaml.startswith("yolo")
+    assert type(load_file(tmp_path / "saved.pt")["model"]) is type(model.model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("safe_load", ["0", "1"])
+def test_plain_ultralytics_says_a_dense_checkpoint_needs_umop_yolo_and_installs_nothing(safe_load, tmp_path):
+    """Without umop_yolo, `YOLO(dense.pt)` and `yolo predict model=dense.pt` fail in one line, never calling
+    Ultralytics' AutoInstall (check_requirements): saying that umop_yolo is needed, or, under ULTRALYTICS_SAFE_LOAD=1,
+    Ultralytics' own refusal of a class outside its allowlist."""
+    path = tmp_path / "retinanet.pt"
+    torch.save({"model": build_model("retinanet_yolov8n.yaml", nc=2, verbose=False).half(), "train_args": {}}, path)
+    plain = plain_ultralytics(PLAIN_LOAD, path, image(tmp_path / "image.png"), cwd=tmp_path, safe_load=safe_load)
+    assert plain["installs"] == [] and len(plain["errors"]) == 2
+    for error in plain["errors"]:
+        if safe_load == "0":
+            assert error == f"KeyError: {NEEDS_UMOP_YOLO!r}"
+        else:
+            assert error.startswith("TypeError: ") and "outside the supported Ultralytics checkpoint" in error
+        assert "\n" not in error
+
+
+def test_plain_ultralytics_loads_a_dense_checkpoint_where_umop_yolo_is_installed(tmp_path):
+    """Stock `YOLO(dense.pt)` / `yolo predict` unpickle the classes of umop_yolo where it is installed (as here)."""
+    path = tmp_path / "retinanet.pt"
+    torch.save({"model": build_model("retinanet_yolov8n.yaml", nc=2, verbose=False).half()}, path)
+    stock, ours = YOLO(path), UmopYOLO(path)
+    assert type(stock.model) is type(ours.model) is DenseDetectionModel
+    assert all(torch.equal(a, b) for a, b in zip(stock.model.state_dict().values(), ours.model.state_dict().values()))
+    assert len(stock.predict(str(image(tmp_path / "image.png")), imgsz=64, verbose=False)) == 1
+
+
+def data_pickle_globals(path) -> list[str]:
+    with zipfile.ZipFile(path) as z:
+        stream = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    return [arg.replace(" ", ".") for op, arg, _ in pickletools.genops(stream) if op.name == "GLOBAL"]
+
+
+class BeforeTheCheck(pickle.Pickler):
+    """Pickles our models as they were before they checked for umop_yolo: their class, then their state."""
+
+    dispatch_table = {**copyreg.dispatch_table, DenseDetectionModel: lambda m: object.__reduce_ex__(m, 2)}
+
+
+def test_dense_checkpoints_check_for_umop_yolo_first_and_older_ones_still_load(tmp_path):
+    model = build_model("retinanet_yolov8n.yaml", nc=2, verbose=False).half()
+    new, old = tmp_path / "new.pt", tmp_path / "old.pt"
+    for path, pickler in ((new, pickle.Pickler), (old, BeforeTheCheck)):
+        torch.save({"model": model, "train_args": {"umop": True}}, path, pickle_module=SimpleNamespace(
+            __name__="pickle", Pickler=pickler))
+    names = data_pickle_globals(new)
+    first_ours = next(i for i, name in enumerate(names) if name.startswith("umop_yolo"))
+    assert "importlib.util.find_spec" in names[:first_ours] and data_pickle_globals(old)[0].startswith("umop_yolo")
+    for path in (new, old):
+        loaded = load_file(path)["model"]
+        assert type(loaded) is DenseDetectionModel
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    assert type(copy.deepcopy(model)) is DenseDetectionModel
 
 
 def test_saved_as_ultralytics_only_while_saving_and_only_yolo_heads(tmp_path):

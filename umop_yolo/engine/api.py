@@ -13,6 +13,7 @@ from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.predictor import CocoDetectionPredictor
+from umop_yolo.engine.saving import saved_as_ultralytics
 from umop_yolo.engine.trainer import UmopTrainer
 from umop_yolo.engine.validator import CocoDetectionValidator, training_test_args
 from umop_yolo.errors import UserInputError
@@ -46,6 +47,12 @@ class UmopYOLO(Model):
         """Transfer weights from a checkpoint (restricted loading unless trusted), as `Model.load`."""
         with checkpoint_loading(self.trust_checkpoint):
             return super().load(weights)
+
+    def save(self, filename: str | Path = "saved_model.pt") -> None:
+        """As `Model.save`, with the model saved as best.pt is: a YOLO head as Ultralytics' own `DetectionModel`
+        (plain Ultralytics loads it; our loader gives its class back)."""
+        with saved_as_ultralytics(self.model):
+            super().save(filename)
 
     def train(self, trainer: Any = None, **kwargs: Any) -> Any:
         """Train this model as `umop train` would: `cfg=` names an experiment (default: the default experiment).

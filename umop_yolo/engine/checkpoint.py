@@ -81,12 +81,14 @@ def _restricted_load(path: Path, map_location: Any) -> Any:
 
 
 def _as_umop_model(ckpt: dict) -> None:
-    """A YOLO model trained here is saved as Ultralytics' `DetectionModel` (`engine.saving`); the UMOP keys in its
-    train_args tell, and it becomes a `UmopDetectionModel` again (its UMOP criterion and test-time augmentation)."""
-    if isinstance(ckpt.get("train_args"), dict) and "umop" in ckpt["train_args"]:
-        for key in ("ema", "model"):
-            if type(ckpt.get(key)) is DetectionModel:
-                ckpt[key].__class__ = UmopDetectionModel
+    """A YOLO model trained or saved here is saved as Ultralytics' `DetectionModel` (`engine.saving`); the UMOP keys in
+    its train_args (a training's checkpoint) or its own args (`UmopYOLO.save()` of a model built from a YAML) tell, and
+    it becomes a `UmopDetectionModel` again (its UMOP criterion and test-time augmentation)."""
+    for key in ("ema", "model"):
+        model = ckpt.get(key)
+        if type(model) is DetectionModel and any(isinstance(a, dict) and "umop" in a
+                                                 for a in (ckpt.get("train_args"), getattr(model, "args", None))):
+            model.__class__ = UmopDetectionModel
 
 
 def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu") -> dict:
