@@ -2,6 +2,8 @@
 
     nice -n 10 python bench/loss_overhead.py                    # YOLOv8n, RetinaNet R-18, ATSS R-18
     nice -n 10 python bench/loss_overhead.py --cases yolo --reps 40 --threads 2
+    python bench/loss_overhead.py --device cuda --yolo-imgsz 640 --yolo-batch 64 --dense-depth 50 \
+        --dense-imgsz 1024 --dense-batch 8                      # the paper's sizes on one GPU (bench/gpu_check.sh)
 
 Every case builds one model and swaps criteria on it, so the baseline and the candidate see identical weights and an
 identical synthetic batch (boxes log-uniform in size, so every pyramid level gets positives):
@@ -158,12 +160,14 @@ def loss_step(case: Case, criterion: Any, preds: dict[str, Any]) -> Callable[[],
     return run
 
 
-def sync_device() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def paired_times(fns: dict[str, Callable[[], None]], reps: int, warmup: int) -> dict[str, list[float]]:
+def paired_times(fns: dict[str, Callable[[], None]], reps: int, warmup: int,
+                 device: torch.device) -> dict[str, list[float]]:
     """Seconds per call of every function, interleaved one call at a time, order reversed every repetition.
 
     CPU: this process's CPU time (other processes' load on a shared machine does not count); CUDA: wall time.
@@ -172,14 +176,14 @@ def paired_times(fns: dict[str, Callable[[], None]], reps: int, warmup: int) -> 
     for _ in range(warmup):
         for name in names:
             fns[name]()
-    clock = time.perf_counter if torch.cuda.is_available() else time.process_time
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
         for name in names if r % 2 == 0 else reversed(names):
-            sync_device()
+            sync_device(device)
             t0 = clock()
             fns[name]()
-            sync_device()
+            sync_device(device)
             times[name].append(clock() - t0)
     return times
 
@@ -189,16 +193,16 @@ def paired_ratio(base: list[float], cand: list[float]) -> float:
     return statistics.median(c / b for b, c in zip(base, cand))
 
 
-def peak_bytes(fn: Callable[[], None]) -> int:
+def peak_bytes(fn: Callable[[], None], device: torch.device) -> int:
     """Peak bytes of tensors allocated by `fn` and alive at the same time (above what was live before it)."""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -235,13 +239,14 @@ def _has_bool_mask(index: Any) -> bool:
     return any(isinstance(i, Tensor) and i.dtype == torch.bool for i in items)
 
 
-def count_syncs(fn: Callable[[], None]) -> tuple[Counter[str], int | None]:
-    """Sync-causing calls of one `fn()` by instrumentation, and CUDA's own sync count (None without CUDA)."""
+def count_syncs(fn: Callable[[], None], device: torch.device) -> tuple[Counter[str], int | None]:
+    """Sync-causing calls of one `fn()` by instrumentation, and CUDA's own count (None off CUDA): the warnings
+    `torch.cuda.set_sync_debug_mode("warn")` raises, one per synchronizing call."""
     with SyncCounter() as counter:
         fn()
-    if not torch.cuda.is_available():
+    if device.type != "cuda":
         return counter.calls, None
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -255,16 +260,17 @@ def count_syncs(fn: Callable[[], None]) -> tuple[Counter[str], int | None]:
 def measure(case: Case, reps: int, loss_reps: int, warmup: int) -> list[dict[str, Any]]:
     """Every (baseline, candidate) pair of the case: time, loss-time, memory ratios and sync counts."""
     names = list(case.criteria)
+    device = case.batch["img"].device
     steps = {n: train_step(case, case.criteria[n]) for n in names}
-    step_t = paired_times(steps, reps, warmup)
+    step_t = paired_times(steps, reps, warmup, device)
     preds = head_outputs(case)
-    loss_t = paired_times({n: loss_step(case, case.criteria[n], preds) for n in names}, loss_reps, warmup)
+    loss_t = paired_times({n: loss_step(case, case.criteria[n], preds) for n in names}, loss_reps, warmup, device)
     peak, syncs = {}, {}
     for n in names:
         steps[n]()  # reach the steady state (gradients allocated once before) for each criterion alike
         case.model.zero_grad(set_to_none=True)
-        peak[n] = peak_bytes(steps[n])
-        syncs[n] = count_syncs(steps[n])
+        peak[n] = peak_bytes(steps[n], device)
+        syncs[n] = count_syncs(steps[n], device)
     rows = []
     for base, cand in case.pairs:
         rows.append({
@@ -299,7 +305,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's command line (`argv`, default sys.argv[1:])."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="yolo,retinanet,atss", help="comma-separated: yolo, retinanet, atss")
     parser.add_argument("--reps", type=int, default=21, help="timed training steps per criterion")
@@ -312,9 +319,16 @@ def main() -> None:
     parser.add_argument("--dense-imgsz", type=int, default=256)
     parser.add_argument("--dense-batch", type=int, default=2)
     parser.add_argument("--nc", type=int, default=80)
-    a = parser.parse_args()
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when torch sees a GPU, else cpu)")
+    return parser.parse_args(argv)
+
+
+def run(a: argparse.Namespace, on_case: Callable[[list[dict[str, Any]]], None] | None = None,
+        ) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Every case of `a.cases`: the rows of `measure`, the cases' notes and where it ran; `on_case` sees each case's
+    rows as it finishes."""
     torch.set_num_threads(a.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     builders = {"yolo": lambda: yolo_case(a.yolo_imgsz, a.yolo_batch, a.nc, device),
                 "retinanet": lambda: dense_case("retinanet", a.dense_depth, a.dense_imgsz, a.dense_batch, a.nc, device),
                 "atss": lambda: dense_case("atss", a.dense_depth, a.dense_imgsz, a.dense_batch, a.nc, device)}
@@ -323,8 +337,19 @@ def main() -> None:
         case = builders[name]()
         rows += measure(case, a.reps, a.loss_reps, a.warmup)
         notes += [f"{case.name}: {n}" for n in case.notes]
-        print(markdown(rows[-len(case.pairs):]), flush=True)
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+        if on_case:
+            on_case(rows[-len(case.pairs):])
+        del case
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the next case starts from an empty cache
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+    return rows, notes, where
+
+
+def main() -> None:
+    a = parse_args()
+    rows, notes, where = run(a, on_case=lambda case_rows: print(markdown(case_rows), flush=True))
     print(f"\n## all cases ({where}, torch {torch.__version__}, {a.reps} steps / {a.loss_reps} loss calls per "
           "criterion)\n")
     print(markdown(rows))
