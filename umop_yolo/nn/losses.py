@@ -7,6 +7,10 @@ in [0.4, 0.5)) get a logit of -100 with target 0, i.e. a loss and gradient of ex
 and nothing waits on the host. All inputs are batched: preds (B, A, K), anchors (A, 4) xyxy, ground truth padded to
 (B, M, 4) boxes, (B, M) labels and (B, M) validity mask.
 
+Normalisers as MMDetection 2.x (and the authors' code, which forks it): num_total_pos = sum over images of
+max(#positives, 1), so an image without objects counts once; ATSSHead averages it and the centerness-target sum over
+GPUs, AnchorHead (RetinaNet) divides by its own GPU's.
+
 As DETR's SetCriterion, each loss is one method per term (`loss_cls`, `loss_bbox`, `loss_centerness`) over targets
 assigned once per batch (`targets`), so a new head (FCOS, GFL) overrides or adds one term.
 """
@@ -40,6 +44,11 @@ def class_targets(labels: Tensor, assign: Assignment, nc: int) -> Tensor:
     return torch.zeros(*cls.shape, nc, device=cls.device).scatter_(-1, cls[..., None], assign.pos[..., None].float())
 
 
+def num_total_pos(pos: Tensor) -> Tensor:
+    """MMDetection's num_total_pos of (B, A) positives: sum over images of max(#positives, 1), as fp32."""
+    return pos.sum(1).clamp_min(1).sum().float()
+
+
 def centerness_target(anchors: Tensor, boxes: Tensor) -> Tensor:
     """sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) of each anchor centre in its box (0 outside)."""
     cx, cy = (anchors[..., 0] + anchors[..., 2]) / 2, (anchors[..., 1] + anchors[..., 3]) / 2
@@ -58,7 +67,7 @@ class DenseTargets:
     labels: Tensor  # (B, M) classes of the padded boxes
     assign: Assignment
     matched: Tensor  # (B, A, 4) the box matched to each anchor (meaningful where assign.pos)
-    num_pos: Tensor  # positive anchors in the batch, mean over DDP ranks, >= 1
+    num_pos: Tensor  # sum over images of max(positive anchors, 1) (RetinaNet: this rank's; ATSS: mean over ranks)
 
 
 @dataclass
@@ -92,13 +101,13 @@ class DenseLoss:
 
     def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
                 mask: Tensor) -> DenseTargets:
+        """The assignment and MMDetection AnchorHead's normaliser, this rank's num_total_pos."""
         assign, matched = self.match(anchors, level_sizes, boxes, mask)
-        num_pos = mean_across_ranks(assign.pos.sum().float()).clamp_min(1.0)
-        return DenseTargets(anchors, level_sizes, labels, assign, matched, num_pos)
+        return DenseTargets(anchors, level_sizes, labels, assign, matched, num_total_pos(assign.pos))
 
     def loss_cls(self, preds: dict[str, Tensor], t: DenseTargets) -> Tensor:
-        """PFL (Eq. 1-5; the focal loss at delta 0) over levels P3.. of the (B, A, nc) logits / #pos; ignored anchors
-        contribute nothing."""
+        """PFL (Eq. 1-5; the focal loss at delta 0) over levels P3.. of the (B, A, nc) logits / num_total_pos; ignored
+        anchors contribute nothing."""
         logits = torch.where(t.assign.ignore[..., None], IGNORED_LOGIT, preds["cls_logits"])
         targets = class_targets(t.labels, t.assign, self.nc)
         loss, self.last_stats = self.pfl(list(logits.split(t.level_sizes, 1)), list(targets.split(t.level_sizes, 1)),
@@ -107,7 +116,8 @@ class DenseLoss:
 
 
 class RetinaNetLoss(DenseLoss):
-    """cls: focal / PFL over all non-ignored anchors / #pos; box: L1 on encoded deltas of positives / #pos."""
+    """cls: focal / PFL over all non-ignored anchors / num_total_pos; box: L1 on encoded deltas of positives /
+    num_total_pos (the deltas of encode(gt), unclamped: MMDetection's AnchorHead with reg_decoded_bbox=False)."""
 
     def __init__(self, pfl: ProgressiveFocalLoss, assigner: MaxIoUAssigner, coder: DeltaXYWHBoxCoder, nc: int,
                  box_weight: float = 1.0) -> None:
@@ -115,15 +125,15 @@ class RetinaNetLoss(DenseLoss):
         self.box_weight = box_weight
 
     def loss_bbox(self, preds: dict[str, Tensor], t: DenseTargets) -> Tensor:
-        """L1 on the encoded deltas of positives / #pos."""
+        """L1 on the encoded deltas of positives / num_total_pos."""
         target = self.coder.encode(t.anchors[None], t.matched)
         l1 = (preds["bbox_deltas"].float() - target).abs().sum(-1)
         return torch.where(t.assign.pos, l1, 0.0).sum() / t.num_pos * self.box_weight
 
 
 class ATSSLoss(DenseLoss):
-    """cls: focal / PFL / #pos; box: GIoU loss of decoded boxes weighted by centerness targets / their sum (x2);
-    centerness: BCE of positives / #pos."""
+    """cls: focal / PFL / num_total_pos; box: GIoU loss of decoded boxes weighted by centerness targets / their sum
+    (x2); centerness: BCE of positives / num_total_pos."""
 
     terms: ClassVar[dict[str, str]] = {**DenseLoss.terms, "ctr_loss": "loss_centerness"}
 
@@ -134,10 +144,11 @@ class ATSSLoss(DenseLoss):
 
     def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
                 mask: Tensor) -> ATSSTargets:
-        """The common targets plus the centerness targets; both normalisers in one all-reduce."""
+        """The common targets plus the centerness targets; both normalisers (MMDetection ATSSHead's num_total_pos
+        and centerness-target sum) in one all-reduce."""
         assign, matched = self.match(anchors, level_sizes, boxes, mask)
         centerness = torch.where(assign.pos, centerness_target(anchors[None], matched), 0.0)
-        norms = mean_across_ranks(torch.stack([assign.pos.sum().float(), centerness.sum()])).clamp_min(1.0)
+        norms = mean_across_ranks(torch.stack([num_total_pos(assign.pos), centerness.sum()])).clamp_min(1.0)
         return ATSSTargets(anchors, level_sizes, labels, assign, matched, norms[0], centerness, norms[1])
 
     def loss_bbox(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
@@ -146,6 +157,6 @@ class ATSSLoss(DenseLoss):
         return (t.centerness * (1.0 - giou(decoded, t.matched))).sum() / t.centerness_sum * self.box_weight
 
     def loss_centerness(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
-        """BCE of the predicted centerness of positives / #pos."""
+        """BCE of the predicted centerness of positives / num_total_pos."""
         bce = F.binary_cross_entropy_with_logits(preds["centerness"][..., 0].float(), t.centerness, reduction="none")
         return torch.where(t.assign.pos, bce, 0.0).sum() / t.num_pos * self.centerness_weight
