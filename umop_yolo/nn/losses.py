@@ -72,7 +72,8 @@ class DenseTargets:
 
 @dataclass
 class ATSSTargets(DenseTargets):
-    centerness: Tensor  # (B, A) centerness target of positive anchors in their box, 0 elsewhere
+    box_targets: Tensor  # (B, A, 4) decode(encode(matched)): the box as the coder represents it (dw, dh clamped)
+    centerness: Tensor  # (B, A) centerness target of positive anchors in their box_targets, 0 elsewhere
     centerness_sum: Tensor  # its sum, mean over DDP ranks, >= 1: the box loss' normaliser
 
 
@@ -132,8 +133,8 @@ class RetinaNetLoss(DenseLoss):
 
 
 class ATSSLoss(DenseLoss):
-    """cls: focal / PFL / num_total_pos; box: GIoU loss of decoded boxes weighted by centerness targets / their sum
-    (x2); centerness: BCE of positives / num_total_pos."""
+    """cls: focal / PFL / num_total_pos; box: GIoU loss of decoded boxes against decode(encode(gt)), weighted by
+    centerness targets / their sum (x2); centerness: BCE of positives / num_total_pos."""
 
     terms: ClassVar[dict[str, str]] = {**DenseLoss.terms, "ctr_loss": "loss_centerness"}
 
@@ -144,17 +145,19 @@ class ATSSLoss(DenseLoss):
 
     def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
                 mask: Tensor) -> ATSSTargets:
-        """The common targets plus the centerness targets; both normalisers (MMDetection ATSSHead's num_total_pos
-        and centerness-target sum) in one all-reduce."""
+        """The common targets plus the box and centerness targets, as MMDetection's ATSSHead: boxes through the
+        coder (decode(encode(gt)), its pos_decode_bbox_targets), centerness of the anchor in that box; both
+        normalisers (num_total_pos, the centerness-target sum) in one all-reduce."""
         assign, matched = self.match(anchors, level_sizes, boxes, mask)
-        centerness = torch.where(assign.pos, centerness_target(anchors[None], matched), 0.0)
+        box_targets = self.coder.decode(anchors[None], self.coder.encode(anchors[None], matched))
+        centerness = torch.where(assign.pos, centerness_target(anchors[None], box_targets), 0.0)
         norms = mean_across_ranks(torch.stack([num_total_pos(assign.pos), centerness.sum()])).clamp_min(1.0)
-        return ATSSTargets(anchors, level_sizes, labels, assign, matched, norms[0], centerness, norms[1])
+        return ATSSTargets(anchors, level_sizes, labels, assign, matched, norms[0], box_targets, centerness, norms[1])
 
     def loss_bbox(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
-        """GIoU loss of the decoded boxes, weighted by the centerness targets / their sum."""
+        """GIoU loss of the decoded boxes against the box targets, weighted by the centerness targets / their sum."""
         decoded = self.coder.decode(t.anchors[None], preds["bbox_deltas"])
-        return (t.centerness * (1.0 - giou(decoded, t.matched))).sum() / t.centerness_sum * self.box_weight
+        return (t.centerness * (1.0 - giou(decoded, t.box_targets))).sum() / t.centerness_sum * self.box_weight
 
     def loss_centerness(self, preds: dict[str, Tensor], t: ATSSTargets) -> Tensor:
         """BCE of the predicted centerness of positives / num_total_pos."""
