@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 from umop_yolo.cfg import resolve_model
 from umop_yolo.engine.dense import DenseDetectionModel
+from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.errors import UserInputError
+from umop_yolo.nn.resnet import check_pretrained
 
 
 class DenseBackboneSpec(dict):
@@ -30,14 +33,66 @@ class DenseBackboneSpec(dict):
         return type(self), (dict(self),)
 
 
-def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True) -> DetectionModel:
+def model_spec(cfg: str | dict) -> dict:
+    """The model YAML (path, bare name of cfg/models/, one of Ultralytics' YAMLs, or a dict) as a dict."""
+    return cfg if isinstance(cfg, dict) else yaml_model_load(resolve_model(cfg))
+
+
+def has_resnet(spec: dict) -> bool:
+    """Whether the model is a RetinaNet/ATSS on a ResNet backbone, the one kind with ImageNet backbone weights."""
+    return "detector" in spec and backbone_kind(spec) == "resnet"
+
+
+def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True,
+                backbone_weights: str | bool | None = None) -> DetectionModel:
     """Build the detection model a model YAML (path or dict) describes: a YOLO architecture, or with a top-level
-    `detector: retinanet | atss` key the paper's ResNet + FPN baselines."""
+    `detector: retinanet | atss` key the paper's ResNet + FPN baselines.
+
+    `backbone_weights` replaces a ResNet backbone's `pretrained` (false: random init; None: the YAML's). Once built,
+    the model's YAML says `pretrained: null` and its backbone keeps only the file's name: the weights are in the model,
+    so a model rebuilt from a checkpoint's YAML never reads ImageNet weights again, and no path of this machine
+    travels in a checkpoint.
+    """
     if not isinstance(cfg, dict):
         cfg = resolve_model(cfg)  # bare names of cfg/models/ (Ultralytics only knows its own YAMLs)
-    spec = cfg if isinstance(cfg, dict) else yaml_model_load(cfg)
-    if "detector" in spec:
-        model = DenseDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
-        model.yaml["backbone"] = DenseBackboneSpec(model.yaml.get("backbone") or {})
-        return model
-    return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+    spec = model_spec(cfg)
+    if "detector" not in spec:
+        return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+    if backbone_weights is not None and has_resnet(spec):
+        cfg = load_model_yaml(cfg)
+        cfg["backbone"] = {**(cfg.get("backbone") or {}), "pretrained": backbone_weights}
+    model = DenseDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+    backbone = model.yaml.get("backbone") or {}
+    if has_resnet(spec):
+        backbone = {**backbone, "pretrained": None}
+        resnet = model.model[0]
+        resnet.weights_file = resnet.weights_file and Path(resnet.weights_file).name
+    model.yaml["backbone"] = DenseBackboneSpec(backbone)
+    return model
+
+
+def check_weights_args(model: Any, backbone_weights: str | bool | None, pretrained: Any) -> None:
+    """Before a training run starts: the weights it will read exist and fit the model, or one line.
+
+    `pretrained: imagenet` (or another torchvision name) must be in the torch hub cache: a training never starts from
+    random init for want of a file. A checkpoint (`model=*.pt`, or Ultralytics' `pretrained=*.pt`, which takes only
+    that: anything else would fail after the run directory exists) brings its own weights, and no ImageNet file is
+    read; `backbone_weights` applies to a ResNet backbone built from a model YAML alone.
+    """
+    if isinstance(pretrained, (str, Path)) and not str(pretrained).endswith(".pt"):
+        raise UserInputError(f"pretrained={pretrained} takes a whole-model .pt checkpoint (Ultralytics' key); for "
+                             f"ResNet backbone weights (.pth, torchvision or mmcv) use backbone_weights={pretrained}")
+    if not model:
+        return
+    if str(model).endswith(".pt"):
+        elsewhere = f"model={model} is a checkpoint with its own weights"
+    elif isinstance(pretrained, (str, Path)):
+        elsewhere = f"pretrained={pretrained} brings all weights"
+    elif not has_resnet(spec := model_spec(model)):
+        elsewhere = f"model={model} has no ResNet backbone"
+    else:
+        backbone = dense_config(spec)["backbone"]
+        return check_pretrained({**backbone, **({} if backbone_weights is None else {"pretrained": backbone_weights})})
+    if backbone_weights is not None:
+        raise UserInputError(f"backbone_weights={backbone_weights} applies to the ResNet backbone of a RetinaNet/ATSS "
+                             f"model YAML; {elsewhere}")

@@ -13,10 +13,10 @@ from ultralytics.cfg import cfg2dict, get_save_dir
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
-from ultralytics.utils.torch_utils import unwrap_model
+from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.build import build_model
+from umop_yolo.engine.build import build_model, check_weights_args
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
@@ -24,7 +24,7 @@ from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_leve
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import atomic_weights, remove_leftovers, saved_as_ultralytics, trim_epochs
-from umop_yolo.engine.schedule import step_lr_lambda
+from umop_yolo.engine.schedule import linear_warmup_factor, mmdetection_groups_, step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
 
@@ -42,6 +42,22 @@ def _record_level_stats(trainer: UmopTrainer) -> None:
         trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
 
 
+def _count_iterations(trainer: UmopTrainer) -> None:
+    """on_train_epoch_start: the iteration this epoch starts at (Ultralytics' `ni`), for `_linear_warmup`."""
+    trainer.iteration = trainer.epoch * len(trainer.train_loader)
+
+
+def _linear_warmup(trainer: UmopTrainer) -> None:
+    """on_train_batch_start, `warmup_ratio` > 0: MMDetection's linear warmup, every group's lr from warmup_ratio x its
+    scheduled lr to that lr over the warmup iterations (Ultralytics' own warmup is off then)."""
+    ni, trainer.iteration = trainer.iteration, trainer.iteration + 1
+    if not trainer.args.warmup_ratio or ni > (nw := trainer.warmup_iterations(len(trainer.train_loader))):
+        return
+    factor = linear_warmup_factor(ni, nw, trainer.args.warmup_ratio)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * trainer.lf(trainer.epoch) * factor
+
+
 def _watch_divergence(trainer: UmopTrainer) -> None:
     """on_train_batch_end: the step loss into the divergence monitor. Ultralytics' progress bar has just read this
     step's loss items to the host, so this read waits for no further device work."""
@@ -50,7 +66,8 @@ def _watch_divergence(trainer: UmopTrainer) -> None:
 
 
 TRAIN_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
-                   ("on_train_batch_end", _watch_divergence))
+                   ("on_train_batch_end", _watch_divergence), ("on_train_epoch_start", _count_iterations),
+                   ("on_train_batch_start", _linear_warmup))
 
 
 class UmopTrainer(DetectionTrainer):
@@ -61,6 +78,8 @@ class UmopTrainer(DetectionTrainer):
         check_umop_args(args)  # before any run directory is created, and before an existing one is touched:
         self.trust_checkpoint = args.get("trust_checkpoint", False)
         overrides = {**(overrides or {}), **check_train_inputs(args, self.trust_checkpoint)}
+        if not args.get("resume"):  # a resumed run reads only its checkpoint
+            check_weights_args(args.get("model"), args.get("backbone_weights"), args.get("pretrained"))
         self.run_lock: RunLock | None = None  # taken in check_resume(), held until train() ends
         try:
             with checkpoint_loading(self.trust_checkpoint):  # Ultralytics reads the resume checkpoint in here
@@ -101,7 +120,9 @@ class UmopTrainer(DetectionTrainer):
         return super().get_dataset()
 
     def get_model(self, cfg: str | dict | None = None, weights: Any = None, verbose: bool = True) -> Any:
-        model = build_model(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
+        """Our model for `cfg`; with checkpoint `weights` its backbone reads no ImageNet weights (they are replaced)."""
+        model = build_model(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1,
+                            backbone_weights=False if weights else self.args.backbone_weights)
         model = self.set_model_names_for_load(model)
         if weights:
             model.load(weights)
@@ -120,9 +141,35 @@ class UmopTrainer(DetectionTrainer):
         self.lf = step_lr_lambda(self.args.lr_steps)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
 
-    def _get_warmup_iterations(self, num_batches: int) -> int:
+    def warmup_iterations(self, num_batches: int) -> int:
         """`warmup_iters` > 0 counts warmup in iterations (MMDetection's 500); else Ultralytics' warmup_epochs."""
         return self.args.warmup_iters or super()._get_warmup_iterations(num_batches)
+
+    def _get_warmup_iterations(self, num_batches: int) -> int:
+        """Ultralytics' warmup, none when `warmup_ratio` > 0: MMDetection's runs instead (`_linear_warmup`)."""
+        return 0 if self.args.warmup_ratio else self.warmup_iterations(num_batches)
+
+    def build_optimizer(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> optim.Optimizer:
+        """Ultralytics' optimizer, its groups made MMDetection's where `nesterov` / `norm_bias_decay` say so."""
+        optimizer = super().build_optimizer(model, *args, **kwargs)
+        mmdetection_groups_(optimizer, self.args.nesterov, self.args.norm_bias_decay)
+        if self.args.norm_bias_decay or not self.args.nesterov:  # Ultralytics' log line counted its own groups
+            decayed = sum(len(g["params"]) for g in optimizer.param_groups if g["weight_decay"])
+            LOGGER.info(f"optimizer: as MMDetection's, nesterov={self.args.nesterov}, weight decay on {decayed} of "
+                        f"{sum(len(g['params']) for g in optimizer.param_groups)} parameters")
+        return optimizer
+
+    @property
+    def ema(self) -> ModelEMA | None:
+        return self._ema
+
+    @ema.setter
+    def ema(self, ema: ModelEMA | None) -> None:
+        """`ema=false`: every EMA Ultralytics makes (setup, resume, NaN recovery) gets decay 0, so it is the weights as
+        trained, and validation, best.pt and last.pt hold those (MMDetection keeps no average)."""
+        if ema is not None and not self.args.ema:
+            ema.decay = lambda updates: 0.0
+        self._ema = ema
 
     def optimizer_step(self) -> None:
         """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none)."""
@@ -183,8 +230,11 @@ class UmopTrainer(DetectionTrainer):
                 self.on_plot(path)
 
     def validate(self) -> tuple[dict | None, float | None]:
-        """Ultralytics' validation; its loss is checked against the epoch's training loss for an explosion."""
+        """Ultralytics' validation; its loss is checked against the epoch's training loss for an explosion. With
+        `save_best=false` this epoch counts as the best, so best.pt is the last epoch's, which final_eval scores."""
         metrics, fitness = super().validate()
+        if not self.args.save_best and fitness is not None:  # best.pt follows the last epoch (MMDetection, papers)
+            self.best_fitness = fitness
         if metrics is not None and self.tloss:
             val_loss = sum(v for k, v in metrics.items() if k.startswith("val/"))
             self.divergence.validated(sum(float(v) for v in self.tloss.values()), val_loss)

@@ -2,7 +2,9 @@
 
 * built by torchvision's constructors with `weights=None`; ImageNet weights come only from a local file or the torch
   hub cache (never downloaded): `pretrained` is a path, or `imagenet` (torchvision's IMAGENET1K_V1, which is what
-  MMDetection's `torchvision://resnet50` means) or any torchvision weights name such as `IMAGENET1K_V2`;
+  MMDetection's `torchvision://resnet50` means) or any torchvision weights name such as `IMAGENET1K_V2`; see
+  `umop_yolo.nn.backbone_weights`. A name not in the hub cache leaves random init here (a model built to inspect or
+  export); `check_pretrained` is the strict check a training runs first;
 * `frozen_stages`: the stem and stages 1..frozen_stages are frozen (their tensors become buffers, so no trainer can
   unfreeze them, and their BatchNorms stay in eval mode); -1 freezes nothing;
 * `norm_eval`: every BatchNorm keeps its ImageNet statistics (eval mode), its affine weights still train;
@@ -14,14 +16,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from umop_yolo.errors import InputNotFoundError, UserInputError
+from umop_yolo.errors import UserInputError
+from umop_yolo.nn import backbone_weights
 from umop_yolo.nn.dcn import ModulatedDeformConv2d
 
 # (depth, groups, base_width) -> (torchvision constructor, its weights enum)
@@ -36,6 +39,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
+def resnet_arch(depth: int = 50, groups: int = 1, base_width: int = 64) -> tuple[str, str]:
+    """The torchvision constructor and weights enum of a ResNet/ResNeXt, or one line naming the supported ones."""
+    key = (depth, groups, base_width if groups > 1 else 64)
+    if key not in ARCHS:
+        raise UserInputError(f"unsupported backbone depth={depth} groups={groups} base_width={base_width}; "
+                             f"choose one of {sorted(ARCHS)} (depth, groups, base_width)")
+    return ARCHS[key]
+
+
+def check_pretrained(settings: dict[str, Any]) -> None:
+    """Raise one line unless a `ResNet(**settings)` finds its `pretrained` weights and they fit it: a torchvision name
+    must be in the torch hub cache (the constructor would start from random init). Nothing is built in memory (the
+    model for the shapes lives on the meta device)."""
+    arch, weights_enum = resnet_arch(**{k: settings[k] for k in ("depth", "groups", "base_width") if k in settings})
+    pretrained = settings.get("pretrained")
+    file = backbone_weights.weights_file(pretrained, weights_enum)
+    if file is None:
+        if pretrained:
+            raise UserInputError(backbone_weights.missing_imagenet(str(pretrained), arch, weights_enum))
+        return
+    with torch.device("meta"):
+        model = ResNet(**{**settings, "pretrained": None})
+    backbone_weights.fitting_state_dict(file, model, arch, [a for a, _ in ARCHS.values()])
+
+
 def freeze_(module: nn.Module) -> None:
     """Turn every parameter of `module` into a buffer of the same name (state-dict keys are unchanged)."""
     for m in module.modules():
@@ -43,23 +71,6 @@ def freeze_(module: nn.Module) -> None:
             if p is not None:
                 del m._parameters[name]
                 m.register_buffer(name, p.detach())
-
-
-def pretrained_file(pretrained: str | Path | None, arch: str, weights_enum: str) -> Path | None:
-    """The local weights file `pretrained` names, or None when it is a torchvision name not in the hub cache."""
-    if not pretrained:
-        return None
-    path = Path(pretrained).expanduser()
-    if path.suffix or len(path.parts) > 1:  # a file path, not a name
-        if not path.is_file():
-            raise InputNotFoundError(f"backbone pretrained weights '{pretrained}' not found")
-        return path
-    name = "IMAGENET1K_V1" if str(pretrained).lower() == "imagenet" else str(pretrained)
-    weights = getattr(getattr(torchvision.models, weights_enum), name, None)
-    if weights is None:
-        raise UserInputError(f"backbone pretrained='{pretrained}': {weights_enum} has no '{name}' (nor is it a file)")
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    return cached if cached.is_file() else None
 
 
 class ResNet(nn.Module):
@@ -79,11 +90,7 @@ class ResNet(nn.Module):
         pretrained: str | None = "imagenet",
     ) -> None:
         super().__init__()
-        key = (depth, groups, base_width if groups > 1 else 64)
-        if key not in ARCHS:
-            raise UserInputError(f"unsupported backbone depth={depth} groups={groups} base_width={base_width}; "
-                             f"choose one of {sorted(ARCHS)} (depth, groups, base_width)")
-        arch, weights_enum = ARCHS[key]
+        arch, weights_enum = resnet_arch(depth, groups, base_width)
         net = getattr(torchvision.models, arch)(weights=None)
         for name in ("conv1", "bn1", "relu", "maxpool", *STAGES):
             setattr(self, name, getattr(net, name))
@@ -109,15 +116,11 @@ class ResNet(nn.Module):
             block.conv2 = ModulatedDeformConv2d(block.conv2)
 
     def _load_pretrained(self, pretrained: str | None, arch: str, weights_enum: str) -> str | None:
-        file = pretrained_file(pretrained, arch, weights_enum)
+        file = backbone_weights.weights_file(pretrained, weights_enum)
         if file is None:
             return None
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-        missing, _ = self.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
-        missing = [k for k in missing if "conv_offset" not in k]  # DCN offsets are new: they start at zero
-        if missing:
-            raise UserInputError(f"{file} is not a {arch} checkpoint: missing {missing[:3]}...")
+        state = backbone_weights.fitting_state_dict(file, self, arch, [a for a, _ in ARCHS.values()])
+        self.load_state_dict(state, strict=False)
         return str(file)
 
     def _frozen_modules(self) -> list[nn.Module]:
