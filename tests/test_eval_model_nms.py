@@ -1,5 +1,5 @@
-"""Standalone val and predict use the NMS settings (conf, iou, max_det) the checkpoint's training validated with,
-unless given: a RetinaNet/ATSS experiment's 0.05 / 0.6 / 100, not Ultralytics' 0.001 / 0.7 / 300."""
+"""Standalone val and predict use the NMS settings (conf, iou, max_det, nms_pre) the checkpoint's training validated
+with, unless given: a RetinaNet/ATSS experiment's 0.05 / 0.6 / 100, not Ultralytics' 0.001 / 0.7 / 300."""
 
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.validator import TEST_KEYS, training_test_args
 
-MMDET_TEST = {"conf": 0.05, "iou": 0.6, "max_det": 100}  # cfg/atss_umop.yaml
+MMDET_TEST = {"conf": 0.05, "iou": 0.6, "max_det": 100, "nms_pre": 1000}  # cfg/atss_umop.yaml
 
 
 def dense_checkpoint(path: Path, **train_args) -> Path:
@@ -29,12 +29,13 @@ def dense_checkpoint(path: Path, **train_args) -> Path:
 def test_a_checkpoint_holds_its_trainings_nms_settings():
     mmdet = {"train_args": {**DEFAULT_CFG_DICT, **MMDET_TEST}}
     assert training_test_args(mmdet, {}) == MMDET_TEST
-    assert training_test_args(mmdet, {"iou": 0.5}) == {"conf": 0.05, "max_det": 100}
-    assert training_test_args({"train_args": DEFAULT_CFG_DICT}, {}) == {"iou": 0.7, "max_det": 300}  # conf: None
+    assert training_test_args(mmdet, {"iou": 0.5}) == {"conf": 0.05, "max_det": 100, "nms_pre": 1000}
+    assert training_test_args({"train_args": DEFAULT_CFG_DICT}, {}) == {"iou": 0.7, "max_det": 300,
+                                                                        "nms_pre": 1000}  # conf: None
     assert training_test_args(None, {}) == {}
 
 
-@pytest.mark.parametrize("given", [{}, {"conf": 0.2, "iou": 0.5, "max_det": 10}])
+@pytest.mark.parametrize("given", [{}, {"conf": 0.2, "iou": 0.5, "max_det": 10, "nms_pre": 20}])
 def test_val_and_predict_use_the_checkpoints_nms_settings_unless_given(tiny_shapes, tmp_path, monkeypatch, given):
     monkeypatch.chdir(tmp_path)
     model = UmopYOLO(dense_checkpoint(tmp_path / "atss.pt", **MMDET_TEST))

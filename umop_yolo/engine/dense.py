@@ -82,6 +82,15 @@ class DenseHead(Detect):
         return torch.cat([box, scores], -1).transpose(1, 2)
 
 
+def set_nms_pre(model: nn.Module, nms_pre: int) -> None:
+    """Give every RetinaNet/ATSS head inside `model` (a model, or Ultralytics' AutoBackend around one) the per-level
+    cap of the `nms_pre` setting, so it is the one number for both caps; a YOLO head has no per-level cap."""
+    inner = getattr(model, "model", None)  # AutoBackend holds the model on its backend, not as a submodule
+    for module in (inner if isinstance(inner, nn.Module) else model).modules():
+        if isinstance(module, DenseHead):
+            module.nms_pre = nms_pre
+
+
 class DenseDetectionModel(UmopDetectionModel):
     """RetinaNet or ATSS as an Ultralytics DetectionModel.
 

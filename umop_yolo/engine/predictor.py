@@ -12,7 +12,9 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils import LOGGER, YAML
 
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine.dense import set_nms_pre
 from umop_yolo.eval.coco_json import CocoTarget, result_record
+from umop_yolo.nn.postprocess import keep_top_scores
 
 
 def results_to_coco(result: Results, target: CocoTarget | None = None) -> list[dict[str, Any]]:
@@ -67,8 +69,16 @@ class CocoDetectionPredictor(DetectionPredictor):
                 json.dump(self.jdict, f)
             LOGGER.info(f"{len(self.jdict)} detections saved to {path}")
 
+    def setup_model(self, model: Any, verbose: bool = True) -> None:
+        """Load the model as the base class does; RetinaNet/ATSS heads take the per-level cap of `nms_pre`."""
+        super().setup_model(model, verbose)
+        set_nms_pre(self.model, int(self.args.nms_pre))
+
     def postprocess(self, preds: Any, img: Any, orig_imgs: Any, **kwargs: Any) -> list[Results]:
-        """NMS and scaling as in the base class, then the COCO records of each image."""
+        """NMS on each image's `nms_pre` best (box, class) scores and scaling as in the base class, then the COCO
+        records of each image."""
+        if not getattr(self.model, "end2end", False):
+            preds = keep_top_scores(preds, int(self.args.nms_pre))
         results = super().postprocess(preds, img, orig_imgs, **kwargs)
         if self.args.save_json:
             for result in results:

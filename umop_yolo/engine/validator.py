@@ -12,21 +12,23 @@ from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.voc import VOC_BOXES
+from umop_yolo.engine.dense import set_nms_pre
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
 from umop_yolo.eval.report import text_row, write_tables
+from umop_yolo.nn.postprocess import keep_top_scores
 
-TEST_KEYS = ("conf", "iou", "max_det")  # the NMS settings of validation
+TEST_KEYS = ("conf", "iou", "max_det", "nms_pre")  # the NMS settings of validation
 
 
 def training_test_args(ckpt: dict | None, given: dict[str, Any]) -> dict[str, Any]:
-    """The NMS settings a checkpoint's training validated with (its train args: conf when set, iou, max_det) that a
-    standalone val or predict does not give: e.g. MMDetection's 0.05 / 0.6 / 100 of a RetinaNet or ATSS experiment,
-    not Ultralytics' 0.001 / 0.7 / 300. {} for a model built from a YAML. Those that differ from Ultralytics' defaults
-    are logged."""
+    """The NMS settings a checkpoint's training validated with (its train args: conf when set, iou, max_det, nms_pre)
+    that a standalone val or predict does not give: e.g. MMDetection's 0.05 / 0.6 / 100 of a RetinaNet or ATSS
+    experiment, not Ultralytics' 0.001 / 0.7 / 300. {} for a model built from a YAML. Those that differ from the
+    defaults are logged."""
     train_args = (ckpt or {}).get("train_args") or {}
     args = {k: train_args[k] for k in TEST_KEYS if k not in given and train_args.get(k) is not None}
     if changed := [f"{k}={v}" for k, v in args.items() if v != DEFAULT_CFG_DICT[k]]:
@@ -61,6 +63,7 @@ class CocoDetectionValidator(DetectionValidator):
         if not self.training and not self.args.single_cls:  # training builds the model from the data
             self._check_classes(model.names)
         super().init_metrics(model)
+        set_nms_pre(model, int(self.args.nms_pre))  # RetinaNet/ATSS: the per-level cap, before the head decodes
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
         self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
@@ -89,9 +92,14 @@ class CocoDetectionValidator(DetectionValidator):
             )
 
     def postprocess(self, preds: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Ultralytics' NMS without its time limit. On a busy CPU that limit stops NMS part-way through a batch and
-        leaves the remaining images with no detections, which would score a model by how fast NMS ran: focal-loss
-        heads keep many low scores above `conf=0.001` and hit it far more often than BCE heads."""
+        """Ultralytics' NMS on each image's `nms_pre` best (box, class) scores, without its time limit.
+
+        Focal-loss heads keep many low scores above `conf=0.001`; uncapped, NMS over them costs far more than the
+        forward pass. The time limit would stop NMS part-way through a batch on a busy CPU and leave the remaining
+        images with no detections, scoring a model by how fast NMS ran.
+        """
+        if not self.end2end:  # an end-to-end head's (B, max_det, 6) rows need no NMS
+            preds = keep_top_scores(preds, int(self.args.nms_pre))
         outputs = nms.non_max_suppression(
             preds,
             self.args.conf,

@@ -1,10 +1,14 @@
-"""Dense-head outputs to detections before NMS, as torchvision keeps `postprocess_detections` with its models.
+"""Head outputs to detections before NMS, as torchvision keeps `postprocess_detections` with its models.
 
 Per-level head maps are flattened location-major, anchors minor (the AnchorGenerator's order); at test time each
-level keeps its `nms_pre` best anchors by class score (MMDetection's `nms_pre`), decoded to boxes.
+level keeps its `nms_pre` best anchors by class score (MMDetection's `nms_pre`), decoded to boxes. Any head's
+(B, 4 + nc, N) output then keeps its `nms_pre` best (box, class) scores per image (`keep_top_scores`), so NMS never
+sees more candidates than that.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,3 +54,21 @@ def decode_top_anchors(scores: Tensor, deltas: Tensor, anchors: Tensor, level_si
         boxes.append(coder.decode(a[idx], d.gather(1, idx[..., None].expand(-1, -1, 4))).to(s.dtype))
         kept.append(s.masked_fill(s < score_thr, 0.0))
     return torch.cat(boxes, 1), torch.cat(kept, 1)
+
+
+def keep_top_scores(y: Tensor | tuple[Tensor, Any], k: int) -> Tensor:
+    """(B, 4 + nc, N) boxes and class scores (or a head's (y, raw)) with all but each image's `k` highest (box, class)
+    scores set to 0.
+
+    The pre-NMS cap of MMYOLO's `nms_pre` and Ultralytics' `max_nms`, applied before NMS expands boxes into (box,
+    class) candidates: NMS keeps scores above `conf` >= 0, so at most `k` candidates per image reach it, the `k`
+    best, whatever the head, and output indices still point at the same boxes. `y` is returned as is when it has no
+    more than `k` scores per image.
+    """
+    y = y[0] if isinstance(y, (tuple, list)) else y
+    scores = y[:, 4:].flatten(1)
+    if scores.shape[1] <= k:
+        return y
+    top = scores.topk(k, dim=1, sorted=False).indices
+    kept = torch.zeros_like(scores).scatter_(1, top, scores.gather(1, top))
+    return torch.cat([y[:, :4], kept.view_as(y[:, 4:])], 1)
