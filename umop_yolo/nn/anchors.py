@@ -43,3 +43,19 @@ class AnchorGenerator:
     def level_sizes(self, sizes: list[tuple[int, int]]) -> list[int]:
         """Number of anchors per level for feature maps of the given sizes."""
         return [h * w * self.num_anchors for h, w in sizes]
+
+    def valid_flags(self, sizes: list[tuple[int, int]], regions: Tensor) -> Tensor:
+        """(B, A) bool: the anchors of image b whose centre (x * s, y * s) lies in its valid region regions[b] =
+        (x0, y0, x1, y1) pixels, x0 <= x * s < x1 and y0 <= y * s < y1, laid out as `__call__`'s anchors.
+
+        MMDetection's `valid_flags(featmap_sizes, pad_shape)` (x < ceil(pad_w / s)) for the region (0, 0, pad_w,
+        pad_h); computed from the integer grid, as there, so no rounding of anchor coordinates decides an edge.
+        """
+        out = []
+        for (h, w), s in zip(sizes, self.strides):
+            x = torch.arange(w, device=regions.device) * s
+            y = torch.arange(h, device=regions.device) * s
+            vx = (x >= regions[:, 0:1]) & (x < regions[:, 2:3])  # (B, W)
+            vy = (y >= regions[:, 1:2]) & (y < regions[:, 3:4])  # (B, H)
+            out.append((vy[:, :, None] & vx[:, None, :]).flatten(1).repeat_interleave(self.num_anchors, 1))
+        return torch.cat(out, 1)

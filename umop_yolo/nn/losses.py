@@ -5,7 +5,8 @@ normaliser: with delta = 0 (gamma 2, w 0.5 -> alpha 0.25) it is exactly the foca
 delta > 0 it is UMOP. There is no other focal-loss implementation in this package. Ignored anchors (RetinaNet's IoU
 in [0.4, 0.5)) get a logit of -100 with target 0, i.e. a loss and gradient of exactly 0, so no tensor changes size
 and nothing waits on the host. All inputs are batched: preds (B, A, K), anchors (A, 4) xyxy, ground truth padded to
-(B, M, 4) boxes, (B, M) labels and (B, M) validity mask.
+(B, M, 4) boxes, (B, M) labels and (B, M) validity mask; optionally (B, A) valid flags (`AnchorGenerator.valid_flags`):
+anchors in an image's padding are left out of the assignment and, ignored, out of every term.
 
 Normalisers as MMDetection 2.x (and the authors' code, which forks it): num_total_pos = sum over images of
 max(#positives, 1), so an image without objects counts once; ATSSHead averages it and the centerness-target sum over
@@ -90,25 +91,26 @@ class DenseLoss:
         self.last_stats: dict[str, Tensor] = {}
 
     def __call__(self, preds: dict[str, Tensor], anchors: Tensor, level_sizes: list[int], boxes: Tensor,
-                 labels: Tensor, mask: Tensor) -> dict[str, Tensor]:
+                 labels: Tensor, mask: Tensor, valid: Tensor | None = None) -> dict[str, Tensor]:
         """Each term of `terms` on the batch's targets: {loss item: scalar}."""
-        targets = self.targets(anchors, level_sizes, boxes, labels, mask)
+        targets = self.targets(anchors, level_sizes, boxes, labels, mask, valid)
         return {item: getattr(self, method)(preds, targets) for item, method in self.terms.items()}
 
-    def match(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, mask: Tensor) -> tuple[Assignment, Tensor]:
+    def match(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, mask: Tensor,
+              valid: Tensor | None = None) -> tuple[Assignment, Tensor]:
         """The assigner's result and the (B, A, 4) box matched to each anchor."""
-        assign = self.assigner(anchors, level_sizes, boxes, mask)
+        assign = self.assigner(anchors, level_sizes, boxes, mask, valid)
         return assign, gather_boxes(boxes, assign.gt_index)
 
-    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
-                mask: Tensor) -> DenseTargets:
+    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor, mask: Tensor,
+                valid: Tensor | None = None) -> DenseTargets:
         """The assignment and MMDetection AnchorHead's normaliser, this rank's num_total_pos."""
-        assign, matched = self.match(anchors, level_sizes, boxes, mask)
+        assign, matched = self.match(anchors, level_sizes, boxes, mask, valid)
         return DenseTargets(anchors, level_sizes, labels, assign, matched, num_total_pos(assign.pos))
 
     def loss_cls(self, preds: dict[str, Tensor], t: DenseTargets) -> Tensor:
         """PFL (Eq. 1-5; the focal loss at delta 0) over levels P3.. of the (B, A, nc) logits / num_total_pos; ignored
-        anchors contribute nothing."""
+        (and invalid) anchors contribute nothing."""
         logits = torch.where(t.assign.ignore[..., None], IGNORED_LOGIT, preds["cls_logits"])
         targets = class_targets(t.labels, t.assign, self.nc)
         loss, self.last_stats = self.pfl(list(logits.split(t.level_sizes, 1)), list(targets.split(t.level_sizes, 1)),
@@ -143,12 +145,12 @@ class ATSSLoss(DenseLoss):
         super().__init__(pfl, assigner, coder, nc)
         self.box_weight, self.centerness_weight = box_weight, centerness_weight
 
-    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor,
-                mask: Tensor) -> ATSSTargets:
+    def targets(self, anchors: Tensor, level_sizes: list[int], boxes: Tensor, labels: Tensor, mask: Tensor,
+                valid: Tensor | None = None) -> ATSSTargets:
         """The common targets plus the box and centerness targets, as MMDetection's ATSSHead: boxes through the
         coder (decode(encode(gt)), its pos_decode_bbox_targets), centerness of the anchor in that box; both
-        normalisers (num_total_pos, the centerness-target sum) in one all-reduce."""
-        assign, matched = self.match(anchors, level_sizes, boxes, mask)
+        normalisers in one all-reduce."""
+        assign, matched = self.match(anchors, level_sizes, boxes, mask, valid)
         box_targets = self.coder.decode(anchors[None], self.coder.encode(anchors[None], matched))
         centerness = torch.where(assign.pos, centerness_target(anchors[None], box_targets), 0.0)
         norms = mean_across_ranks(torch.stack([num_total_pos(assign.pos), centerness.sum()])).clamp_min(1.0)
