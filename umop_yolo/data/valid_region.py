@@ -6,9 +6,9 @@ around it is not told apart from the image in the batch. `record_valid_regions(d
 tracks segmentation masks: a `semantic_mask` of zeros joins the labels right before the warp, which fills 255 outside
 the warped image, every later geometric transform moves it with the image, and before `Format` it becomes
 `valid_region`, the box around its remaining zeros as normalised xyxy (the box of a quadrilateral under rotation or
-shear). A mosaic canvas counts as valid throughout, its grey fill included, as in MMDetection's mosaic pipelines; only
-what the warp leaves outside it is padding. The dense criterion turns the regions into anchor valid flags
-(`umop_yolo.nn.targets.valid_regions`).
+shear; under MixUp the heavier image's, as Ultralytics mixes masks). A mosaic canvas counts as valid throughout, its
+grey fill included, as in MMDetection's mosaic pipelines; only what the warp leaves outside it is padding. The dense
+criterion turns the regions into anchor valid flags (`umop_yolo.nn.targets.valid_regions`).
 """
 
 from __future__ import annotations
