@@ -157,7 +157,7 @@ def test_the_guide_has_every_mode_and_every_umop_key_with_its_default_and_help()
     for mode, (what, example) in umop_help.MODES.items():
         assert f" {mode} {what} " in text and (mode in {"help", "version"} or example in text)
     for key, (default, meaning) in UMOP_SETTINGS.items():
-        assert f" {key}={str(default).lower()} {' '.join(meaning.split())}" in text
+        assert f" {key}={umop_help._value(default)} {' '.join(meaning.split())}" in text
 
 
 def test_cfg_lists_every_key_in_force(capsys):
@@ -169,7 +169,7 @@ def test_cfg_lists_every_key_in_force(capsys):
     values = dict(line.split(": ", 1) for line in lines[1:])
     assert set(values) >= {*DEFAULT_CFG_DICT, *UMOP_SETTINGS}
     assert values["epochs"] == "20  # default: 100" and values["pfl_delta"] == "0.25  # default: 0.5"
-    assert values["lr0"] == "0.000625  # default: 0.01" and values["lr_steps"] == "[8, 11]  # default: []"
+    assert values["lr0"] == "0.000625  # default: 0.01" and values["lr_steps"] == "[13, 18]  # default: []"  # scaled to epochs=20
     assert values["model"].startswith(str(CFG_DIR / "models" / "atss_r50_fpn.yaml"))
     assert values["iou"] == "0.6  # default: 0.7" and values["mosaic"] == "0.0  # default: 1.0"
     assert values["pfl_gamma"] == "2.0" and values["batch"] == "16"  # at the default: no note
