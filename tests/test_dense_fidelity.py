@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
+from conftest import tiny_train_args
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.nn import AnchorGenerator, ATSSAssigner, ATSSLoss, DeltaXYWHBoxCoder, MaxIoUAssigner, RetinaNetLoss
 from umop_yolo.nn.losses import centerness_target
@@ -274,3 +275,19 @@ def test_a_mosaic_counts_as_valid_up_to_its_canvas_edge(tmp_path):
     _, batch, _ = shapes_batches(wide_images(tmp_path), mosaic=1.0, scale=0.0, translate=0.0)
     assert (batch["img"] == 114).all(1).all(2).any()  # a grey row: fill above or below the 64 px high tiles
     torch.testing.assert_close(valid_regions(batch), torch.tensor([[0.0, 0, 128, 128]] * 8))
+
+
+@pytest.mark.parametrize("model, recorded", [("atss_yolov8n.yaml", True), ("yolov8n.yaml", False)])
+def test_the_trainer_records_valid_regions_for_dense_heads_only(tiny_shapes, tmp_path, model, recorded):
+    from umop_yolo.cfg import experiment_args
+    from umop_yolo.cli import parse_args
+    from umop_yolo.engine.trainer import UmopTrainer
+
+    trainer = UmopTrainer(overrides=experiment_args(None, parse_args(tiny_train_args(tiny_shapes, tmp_path,
+                                                                                     model=model))))
+    trainer.data = trainer.get_dataset()
+    trainer.model = trainer.get_model(trainer.args.model, verbose=False)
+    train = trainer.build_dataset(trainer.data["train"], "train", 2)
+    val = trainer.build_dataset(trainer.data["val"], "val", 2)
+    assert ("valid_region" in train[0]) is recorded
+    assert "valid_region" not in val[0]  # validation batches carry LetterBox's ratio_pad instead

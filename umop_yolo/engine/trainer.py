@@ -16,8 +16,10 @@ from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.data.valid_region import record_valid_regions
 from umop_yolo.engine.build import build_model, check_weights_args
 from umop_yolo.engine.checkpoint import checkpoint_loading
+from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
@@ -118,6 +120,13 @@ class UmopTrainer(DetectionTrainer):
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
         self.args.data = resolve_data(self.args.data)
         return super().get_dataset()
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        """Ultralytics' dataset; a RetinaNet/ATSS model's training batches also say where each image lies
+        (`valid_region`), so anchors in the padding take no loss (MMDetection's valid flags)."""
+        dataset = super().build_dataset(img_path, mode, batch)
+        dense = isinstance(unwrap_model(self.model), DenseDetectionModel)
+        return record_valid_regions(dataset) if mode == "train" and dense else dataset
 
     def get_model(self, cfg: str | dict | None = None, weights: Any = None, verbose: bool = True) -> Any:
         """Our model for `cfg`; with checkpoint `weights` its backbone reads no ImageNet weights (they are replaced)."""
