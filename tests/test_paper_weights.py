@@ -138,3 +138,15 @@ def test_a_model_from_a_checkpoint_never_reads_imagenet_weights(r18_file, hub, t
     with pytest.raises(UserInputError, match="best.pt is a checkpoint with its own weights"):
         check_weights_args(tmp_path / "best.pt", str(r18_file), True)
     check_weights_args("atss_r18_fpn.yaml", None, str(tmp_path / "best.pt"))  # its weights replace ImageNet's
+
+
+def test_checkpoint_train_args_name_the_weights_file_without_its_folder(r18_file, tmp_path):
+    from umop_yolo.engine.saving import weights_file_names_only
+
+    args = SimpleNamespace(backbone_weights=str(r18_file), data="/some/data.yaml")
+    with weights_file_names_only(args):
+        saved = pickle.dumps(vars(args))  # what Ultralytics' save_model writes as train_args
+    assert str(r18_file.parent).encode() not in saved and b"r18.pth" in saved
+    assert args.backbone_weights == str(r18_file)  # the training itself keeps the path
+    trainer_source = Path(UmopTrainer.save_model.__code__.co_filename).read_text()
+    assert "weights_file_names_only(self.args)" in trainer_source

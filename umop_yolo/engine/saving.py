@@ -85,6 +85,21 @@ def saved_as_ultralytics(model: nn.Module) -> Iterator[None]:
         model.__class__ = cls
 
 
+@contextmanager
+def weights_file_names_only(args: Any, keys: tuple[str, ...] = ("backbone_weights",)) -> Iterator[None]:
+    """Within this block `args` name backbone weights files by file name only, so a checkpoint's train_args hold no
+    path of this machine (a checkpoint never reads them again: its weights replace the backbone's)."""
+    saved = {k: getattr(args, k, None) for k in keys}
+    for k, value in saved.items():
+        if isinstance(value, str) and value.endswith(".pth"):
+            setattr(args, k, Path(value).name)
+    try:
+        yield
+    finally:
+        for k, value in saved.items():
+            setattr(args, k, value)
+
+
 def remove_leftovers(run_dir: Path) -> None:
     """Remove the temporary files and folders (`.partial-*`) that killed processes left in a run directory.
 

@@ -25,7 +25,13 @@ from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
-from umop_yolo.engine.saving import atomic_weights, remove_leftovers, saved_as_ultralytics, trim_epochs
+from umop_yolo.engine.saving import (
+    atomic_weights,
+    remove_leftovers,
+    saved_as_ultralytics,
+    trim_epochs,
+    weights_file_names_only,
+)
 from umop_yolo.engine.schedule import linear_warmup_factor, mmdetection_groups_, step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
@@ -218,8 +224,9 @@ class UmopTrainer(DetectionTrainer):
 
     def save_model(self) -> bool:
         """Ultralytics' checkpoints, written atomically: a crash leaves the previous or the new file, never a part.
-        A YOLO model is written as Ultralytics' DetectionModel, which plain Ultralytics loads."""
-        with atomic_weights(self), saved_as_ultralytics(self.ema.ema):
+        A YOLO model is written as Ultralytics' DetectionModel, which plain Ultralytics loads; train_args name backbone
+        weights files without their folder."""
+        with atomic_weights(self), saved_as_ultralytics(self.ema.ema), weights_file_names_only(self.args):
             return super().save_model()
 
     def final_eval(self) -> None:
