@@ -31,7 +31,7 @@ def test_a_checkpoint_holds_its_trainings_nms_settings():
     assert training_test_args(mmdet, {}) == MMDET_TEST
     assert training_test_args(mmdet, {"iou": 0.5}) == {"conf": 0.05, "max_det": 100, "nms_pre": 1000}
     assert training_test_args({"train_args": DEFAULT_CFG_DICT}, {}) == {"iou": 0.7, "max_det": 300,
-                                                                        "nms_pre": 1000}  # conf: None
+                                                                        "nms_pre": 300}  # conf: None
     assert training_test_args(None, {}) == {}
 
 

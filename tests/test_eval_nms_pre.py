@@ -14,6 +14,7 @@ from ultralytics.utils.nms import TorchNMS
 
 import umop_yolo.engine.model as umop_model
 from scenes import predict, validate, write_scenes
+from umop_yolo import help as umop_help
 from umop_yolo.cfg import mode_args
 from umop_yolo.engine.dense import DenseDetectionModel, DenseHead, set_nms_pre
 from umop_yolo.engine.model import UmopDetectionModel
@@ -80,7 +81,7 @@ def test_validation_nms_sees_at_most_nms_pre_candidates(tmp_path, nms_inputs, nm
     given = {} if nms_pre is None else {"nms_pre": nms_pre}
     validator, _ = validate(data, tmp_path / "val", ManyBoxes(700), conf=0.001, **given)  # 1400 candidates an image
     assert validator.args.nms_pre == (nms_pre or DEFAULT)
-    assert nms_inputs and set(nms_inputs) == {nms_pre or DEFAULT}  # the best nms_pre of each image: the default 1000
+    assert nms_inputs and set(nms_inputs) == {nms_pre or DEFAULT}  # the best nms_pre of each image: the default 300
 
 
 def test_prediction_nms_sees_at_most_nms_pre_candidates(tmp_path, nms_inputs):
@@ -128,10 +129,11 @@ def test_dense_heads_take_the_same_number_as_their_per_level_cap(tmp_path, monke
 
 
 def test_the_default_is_the_documented_one_and_checkpoints_keep_theirs():
-    assert DEFAULT_CFG_DICT["nms_pre"] == DEFAULT == 1000
+    assert DEFAULT_CFG_DICT["nms_pre"] == DEFAULT == 300
     assert CocoDetectionValidator(args={}).args.nms_pre == DEFAULT
-    assert training_test_args({"train_args": {**DEFAULT_CFG_DICT, "nms_pre": 300}}, {})["nms_pre"] == 300
+    assert training_test_args({"train_args": {**DEFAULT_CFG_DICT, "nms_pre": 1000}}, {})["nms_pre"] == 1000
     assert "nms_pre" not in training_test_args({"train_args": {**DEFAULT_CFG_DICT, "nms_pre": 300}}, {"nms_pre": 9})
+    assert f"nms_pre={DEFAULT} " in " ".join(umop_help.guide().split())  # `umop help` documents it
 
 
 @pytest.mark.parametrize("mode", ["val", "predict", "train"])
