@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 nice -n 19 python bench/val_speed.py          # trains both briefly on the built-in shapes data
     OMP_NUM_THREADS=1 nice -n 19 python bench/val_speed.py --stock stock/best.pt --umop umop/best.pt --rounds 5
+    OMP_NUM_THREADS=1 nice -n 19 python bench/val_speed.py --stock ... --umop ... --sweep 100,200,300,500,1000,3000
 
 Without weights, both models are trained here from the shipped experiments (cfg/yolov8n_stock.yaml and
 cfg/yolov8n_umop.yaml, same data and seed) for `--epochs` epochs, so a fresh clone can run it. Both are then validated
@@ -11,6 +12,8 @@ umop; then umop, stock; ...) on the same images and settings. A round's time is 
 `val()` (dataloader with workers=0, forward, NMS, COCOeval), so other load on a shared machine does not count.
 Then each model is validated once more with the cap lifted (nms_pre above any image's number of scores: every score
 above conf enters Ultralytics' NMS, which keeps its own max_nms=30000) and the COCO APs are printed side by side.
+`--sweep` adds one validation of each model at each of the given caps (COCO AP, detections per image, CPU time): how
+the default was chosen.
 
 Last line: `val_time_ratio=<median over rounds of umop / stock CPU time>` at the default nms_pre. Targets: <= 1.1,
 with the UMOP model's COCO AP within 0.1 of the uncapped one.
@@ -49,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the training done without weights")
     parser.add_argument("--nms-pre", type=int, default=UMOP_DEFAULTS["nms_pre"], help="the cap to time")
     parser.add_argument("--project", help="folder for trainings and validation outputs (default: a temporary one)")
+    parser.add_argument("--sweep", default="", help="comma-separated nms_pre values to validate each model at once")
     return parser.parse_args(argv)
 
 
@@ -100,7 +104,24 @@ def run(args: argparse.Namespace, project: Path) -> float:
     print(f"umop / stock val CPU time uncapped (one round): {before:.3f}; per round at nms_pre={args.nms_pre}: "
           + ", ".join(f"{u / s:.3f}" for s, u in zip(times["stock"], times["umop"])))
     print(f"target: <= {TARGET_RATIO} ({'met' if ratio <= TARGET_RATIO and abs(change) <= TARGET_AP else 'MISSED'})")
+    if args.sweep:
+        sweep(models, args, project, [int(v) for v in args.sweep.split(",")])
     return ratio
+
+
+def sweep(models: dict[str, UmopYOLO], args: argparse.Namespace, project: Path, caps: list[int]) -> None:
+    """One validation of every model at every cap: COCO AP (and its difference to uncapped), detections per image
+    after NMS (what COCOeval and predictions.json handle), CPU seconds."""
+    print("\n| model | nms_pre | COCO AP | AP - uncapped | AP50 | detections / image | val CPU s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, model in models.items():
+        counts: list[float] = []
+        model.add_callback("on_val_end", lambda v, counts=counts: counts.append(len(v.jdict) / max(v.seen, 1)))
+        rows = [(cap, *validate(model, args, project, cap)) for cap in [*caps, UNCAPPED]]
+        for (cap, seconds, m), detections in zip(rows, counts):
+            print(f"| {name} | {cap if cap < UNCAPPED else 'uncapped'} | {100 * m.coco['AP']:.2f} | "
+                  f"{100 * (m.coco['AP'] - rows[-1][2].coco['AP']):+.2f} | {100 * m.coco['AP50']:.2f} | "
+                  f"{detections:.0f} | {seconds:.2f} |")
 
 
 def main(argv: list[str] | None = None) -> None:

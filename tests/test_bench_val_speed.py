@@ -1,6 +1,6 @@
 """bench/val_speed.py, kept from rotting: from a fresh clone it trains both models, times their validation and prints
 the table (both models, capped and uncapped), the AP change and `val_time_ratio=` last; given weights it trains
-nothing."""
+nothing, and `--sweep` adds a row per model and cap."""
 
 import os
 import re
@@ -38,7 +38,12 @@ def test_trains_both_models_then_reuses_given_weights(tiny_shapes, tmp_path):
     assert "training stock YOLOv8n" in done.stdout and "training umop YOLOv8n" in done.stdout
     check_report(done.stdout, 300)
     weights = {k: tmp_path / k / "weights" / "last.pt" for k in ("stock", "umop")}
-    again = val_speed(*common, "--stock", str(weights["stock"]), "--umop", str(weights["umop"]), "--nms-pre", "50")
+    again = val_speed(*common, "--stock", str(weights["stock"]), "--umop", str(weights["umop"]), "--nms-pre", "50",
+                      "--sweep", "10")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "training" not in again.stdout
     check_report(again.stdout, 50)
+    for model in ("stock", "umop"):  # the sweep: each model at nms_pre=10 and uncapped
+        for cap in ("10", "uncapped"):
+            assert re.search(rf"^\| {model} \| {cap} \| {NUMBER} \| [+-]{NUMBER} \| {NUMBER} \| [0-9]+ \| {NUMBER} \|$",
+                             again.stdout, re.M)
