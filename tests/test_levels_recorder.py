@@ -137,3 +137,29 @@ def test_empty_stats_are_skipped_and_interval_must_be_positive():
     assert rec.count == 0 and rec.end_epoch() == {}
     with pytest.raises(ValueError):
         LevelRecorder(None, interval=0)
+
+
+def test_steps_without_positives_on_a_level_leave_its_gamma_alpha_out_of_the_means(tmp_path):
+    """The fallback gamma of a level without positives (C_l = 2) is no measurement: it used to pull the window and
+    epoch means of a level towards 2.0 (a late "rise" of P5 when close_mosaic leaves it without positives)."""
+    def sparse(step: int) -> dict[str, torch.Tensor]:
+        out = stats(step)
+        if step % 2:  # odd steps: no positive on P5, whose gamma is then the fallback 2.0
+            out["num_pos"][2], out["gamma"][2], out["alpha"][2] = 0.0, 2.0, 0.25
+        return out
+
+    assert step_values(sparse(1))[2, 1:3].isnan().all() and not step_values(sparse(2))[2, 1:3].isnan().any()
+    path = tmp_path / "levels.csv"
+    rec = LevelRecorder(path, interval=2)
+    rec.start_epoch(1, 0, NAMES)
+    for step in (1, 3, 2, 4):  # a first window without P5 positives, then one where every step has them
+        rec.update(sparse(step))
+    summary = rec.end_epoch()
+    p5 = [r for r in read(path) if r["level"] == "P5"]
+    assert p5[0]["gamma"] == "" and p5[0]["alpha"] == ""  # a gap, not 2.0
+    assert float(p5[1]["gamma"]) == pytest.approx(2.5) and float(p5[0]["cls_loss"]) == pytest.approx(200.0)
+    assert summary["pfl/gamma_P5"] == pytest.approx(2.5) and summary["pfl/alpha_P5"] == pytest.approx(0.2)
+    assert summary["pfl/gamma_P3"] == pytest.approx(1.5 + 0.1 * 2.5)  # levels with positives: every step counts
+    from umop_yolo.engine.level_plots import GAMMA_ALPHA_PNG, plot_run
+
+    assert tmp_path / GAMMA_ALPHA_PNG in plot_run(tmp_path)  # drawn with the gap, not left out

@@ -149,7 +149,7 @@ def plot_run(run_dir: Path | str) -> list[Path]:
                                  f"{steps} training batches; box: window quartiles averaged, whiskers: extremes"),
         plot_cls_loss(levels, run_dir / CLS_LOSS_PNG),
     ]
-    if not any(math.isnan(r["gamma"]) for rows in levels.values() for r in rows):
+    if not all(math.isnan(r["gamma"]) for rows in levels.values() for r in rows):  # windows without positives: gaps
         written.append(plot_gamma_alpha(levels, run_dir / GAMMA_ALPHA_PNG, _clamp(run_dir / "args.yaml")))
     return written
 

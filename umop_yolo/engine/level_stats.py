@@ -45,11 +45,16 @@ def criterion_stats(criterion: Any) -> dict[str, Tensor]:
 def step_values(stats: dict[str, Tensor]) -> Tensor:
     """(L, 4) positive proportion, gamma, alpha and classification loss of one step, on the stats' device.
 
-    gamma and alpha are NaN for criteria without them (the stock YOLO loss). No host sync.
+    gamma and alpha are NaN for criteria without them (the stock YOLO loss) and on a level without positives in this
+    step, where they are the fallback (C_l = 2), not a measurement: window and epoch means skip them, and a window
+    with none is a gap. No host sync.
     """
     ratio = stats["num_pos"].float() / stats["num_samples"].float().clamp_min(1.0)
     missing = torch.full_like(ratio, math.nan)
-    return torch.stack([ratio, stats.get("gamma", missing), stats.get("alpha", missing), stats["loss"]], -1).float()
+    measured = stats["num_pos"] > 0
+    gamma, alpha = (torch.where(measured, stats[k].float(), missing) if k in stats else missing
+                    for k in ("gamma", "alpha"))
+    return torch.stack([ratio, gamma, alpha, stats["loss"].float()], -1)
 
 
 def _fmt(x: float) -> str:
@@ -71,8 +76,8 @@ class LevelRecorder:
         self.names: list[str] = []
         self.epoch = self.iteration = self.count = 0  # 1-based epoch, global steps done, steps in the window
         self.buffer: Tensor | None = None  # (interval, L, 4)
-        self.epoch_sum: Tensor | None = None  # (L, 4) on the host
-        self.epoch_steps = 0
+        self.epoch_sum: Tensor | None = None  # (L, 4) on the host, NaNs (no measurement) skipped
+        self.epoch_count: Tensor | None = None  # (L, 4) steps that measured each value
 
     def start_epoch(self, epoch: int, iteration: int, names: list[str]) -> None:
         """Begin epoch `epoch` (1-based) after `iteration` global steps; a restarted epoch drops its unsaved part.
@@ -83,7 +88,7 @@ class LevelRecorder:
         if self.path is not None and (self.epoch == 0 or epoch <= self.epoch):
             trim_epochs(self.path, epoch - 1)
         self.epoch, self.iteration, self.names = epoch, iteration, names
-        self.count, self.epoch_sum, self.epoch_steps = 0, None, 0
+        self.count, self.epoch_sum, self.epoch_count = 0, None, None
 
     def update(self, stats: dict[str, Tensor]) -> None:
         """Store one step's statistics in the device buffer; flush when the window is full."""
@@ -105,13 +110,15 @@ class LevelRecorder:
             return
         window = self.buffer[: self.count].cpu()  # (n, L, 4)
         self.count = 0
-        self.epoch_sum = window.sum(0) if self.epoch_sum is None else self.epoch_sum + window.sum(0)
-        self.epoch_steps += len(window)
+        total, count = window.nansum(0), (~window.isnan()).sum(0)
+        first = self.epoch_sum is None
+        self.epoch_sum = total if first else self.epoch_sum + total
+        self.epoch_count = count if first else self.epoch_count + count
         if self.path is not None:
             self._append(window)
 
     def _append(self, window: Tensor) -> None:
-        mean = window.mean(0)  # (L, 4)
+        mean = window.nanmean(0)  # (L, 4); NaN (an empty field) where no step measured it
         quartiles = torch.quantile(window[..., 0], torch.tensor(list(QUANTILES.values())), dim=0)  # (5, L)
         names = self.names or [f"L{i}" for i in range(window.shape[1])]
         new = not self.path.exists()
@@ -126,16 +133,17 @@ class LevelRecorder:
 
     def end_epoch(self) -> dict[str, float]:
         """Flush the rest of the epoch; its per-level means as results.csv columns (`pfl/gamma_P3` and `pfl/alpha_P3`
-        where the loss has them, `level/pos_ratio_P3`, `level/cls_loss_P3`), then reset. {} if nothing was recorded."""
+        where the loss has them, over the steps with positives on the level; `level/pos_ratio_P3`,
+        `level/cls_loss_P3`), then reset. {} if nothing was recorded."""
         self.flush()
         if self.epoch_sum is None:
             return {}
-        mean = self.epoch_sum / self.epoch_steps
-        self.epoch_sum, self.epoch_steps = None, 0
+        mean = self.epoch_sum / self.epoch_count  # 0 / 0 = NaN: no step of the epoch measured it
+        self.epoch_sum, self.epoch_count = None, None
         names = self.names or [f"L{i}" for i in range(len(mean))]
         out = {}
         for j, field in enumerate(FIELDS):
             column, prefix = mean[:, j], PREFIXES.get(field, "level/")
-            if not column.isnan().any():
+            if not column.isnan().all():  # gamma/alpha of a loss that has them; a level without positives: NaN
                 out.update({f"{prefix}{field}_{name}": float(v) for name, v in zip(names, column)})
         return out
