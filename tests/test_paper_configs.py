@@ -85,6 +85,7 @@ def test_paper_yaml_warms_up_linearly_from_a_thousandth_of_lr_over_500_iteration
 def test_paper_yaml_validates_and_keeps_the_last_weights_as_trained_in_fp32(experiment):
     args = trainer_for(experiment).args
     assert (args.ema, args.save_best, args.amp) == (False, False, False)
+    assert (args.conf, args.max_det, args.nms_pre) == (0.05, 100, 1000)  # MMDetection's test_cfg
 
 
 @pytest.mark.parametrize("experiment", YOLO)

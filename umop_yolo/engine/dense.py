@@ -159,8 +159,8 @@ def report_backbone_weights(backbone: ResNet, pretrained: str | None) -> None:
         LOGGER.info(f"{backbone.arch}: ImageNet weights from {backbone.weights_file}")
     elif pretrained:
         LOGGER.warning(f"{backbone.arch}: no ImageNet weights '{pretrained}' in the torch hub cache "
-                       f"({torch.hub.get_dir()}/checkpoints), so training starts from scratch; nothing is downloaded "
-                       "(backbone pretrained=<file.pth> takes a local copy)")
+                       f"({torch.hub.get_dir()}/checkpoints): random init for this model; a training stops without "
+                       "them (backbone_weights=<file.pth>, or false); nothing is downloaded")
 
 
 def build_features(config: dict, ch: int) -> tuple[nn.Module, nn.Module, list[int]]:
