@@ -84,9 +84,13 @@ class DenseHead(Detect):
 
 def set_nms_pre(model: nn.Module, nms_pre: int) -> None:
     """Give every RetinaNet/ATSS head inside `model` (a model, or Ultralytics' AutoBackend around one) the per-level
-    cap of the `nms_pre` setting, so it is the one number for both caps; a YOLO head has no per-level cap."""
+    cap of the `nms_pre` setting, so it is the one number for both caps; a YOLO head or an exported model (no
+    nn.Module) has no per-level cap to set."""
     inner = getattr(model, "model", None)  # AutoBackend holds the model on its backend, not as a submodule
-    for module in (inner if isinstance(inner, nn.Module) else model).modules():
+    network = inner if isinstance(inner, nn.Module) else model
+    if not isinstance(network, nn.Module):
+        return
+    for module in network.modules():
         if isinstance(module, DenseHead):
             module.nms_pre = nms_pre
 
