@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from umop_yolo.pfl import FORMS, REDUCTIONS, STATISTICS, ProgressiveFocalLoss
+from umop_yolo.pfl import FORMS, REDUCTIONS, STATISTICS, ProgressiveFocalLoss, single_label
+from umop_yolo.pfl.single_label import top_class
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -123,3 +124,79 @@ def test_single_label_path_makes_no_host_sync():
                 loss, _ = pfl(logits, targets, torch.tensor(3.0))
                 loss.backward()
     assert syncs.calls == []
+
+
+@pytest.mark.parametrize("nc", [1, 80, 128, 129])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_top_class_is_each_anchors_largest_target_and_its_class(nc, dtype):
+    """The dot-product class (<= 128 classes) equals max's: every class, tiny and subnormal scores, low precision."""
+    g = torch.Generator().manual_seed(nc)
+    t = torch.zeros(3, 2 * nc + 4, nc)
+    rows = torch.arange(2 * nc)
+    t[0, rows, rows % nc] = torch.rand(2 * nc, generator=g)  # every class, twice
+    scores = torch.tensor([1.0, 1e-3, 1e-20, 1e-40])  # 1e-40: subnormal in fp32
+    t[1, rows, (rows * 7) % nc] = scores.repeat(nc // 2 + 1)[: 2 * nc]
+    t[2, :3, nc - 1] = 1.0
+    t = t.to(dtype)
+    top, index = top_class(t)
+    want_top, want_index = t.float().max(-1, keepdim=True)
+    assert top.dtype == torch.float32 and index.dtype == torch.long and top.shape == index.shape == (3, 2 * nc + 4, 1)
+    assert torch.equal(top, want_top)
+    assert torch.equal(index[want_top > 0], want_index[want_top > 0])
+    assert (index[want_top == 0] == 0).all()  # no positive: class 0, whose entry is then scored as a negative
+
+
+class _Bf16Matmul(torch.overrides.TorchFunctionMode):
+    """Runs matmuls on inputs rounded to bf16, as reduced-precision fp32 matmul settings may."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in {"matmul", "__matmul__"}:
+            args = tuple(a.bfloat16().float() if isinstance(a, torch.Tensor) else a for a in args)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("nc", [80, 128, 300])
+def test_top_class_survives_a_bf16_matmul(nc):
+    t = torch.zeros(nc, nc)
+    t[torch.arange(nc), torch.arange(nc)] = torch.linspace(0.01, 1.0, nc) * (1 - 2**-9)  # scores bf16 must round
+    with _Bf16Matmul():
+        top, index = top_class(t)
+    assert torch.equal(index.squeeze(-1), torch.arange(nc)) and torch.equal(top.squeeze(-1), t.diagonal())
+
+
+def test_loss_blocks_join_without_seams(monkeypatch):
+    """The CPU path scores negatives in blocks of anchors: blocks that cut levels, and a last short block, change
+    nothing against the general path."""
+    monkeypatch.setattr(single_label, "BLOCK", 3 * 4 * 5)  # 5 anchors of 3 images x 4 classes per block
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(3, n, 4, generator=g) * 4 for n in (23, 7, 2)]
+    targets = [torch.zeros(3, n, 4) for n in (23, 7, 2)]
+    for t in targets:
+        t[:, ::3, 2] = torch.rand(t[:, ::3, 2].shape, generator=g)
+    logits[1][targets[1] > 0] = 9.0  # level 1 well classified, levels 0 and 2 not: three different gamma_l
+    scale = torch.tensor([0.5, 2.0, 3.0])
+    for form in FORMS:
+        general, fast = both_paths(logits, targets, scale=scale, form=form, gamma=2.0, frac=0.75)
+        assert fast[3]["gamma"].unique().numel() == 3
+        assert_same(general, fast)
+
+
+def test_joined_levels_give_the_per_level_loss_and_stats():
+    """`loss` on levels joined along the anchor dimension (the dense heads' and the YOLO adapter's call) equals the
+    per-level call, loss, gradient and stats."""
+    g = torch.Generator().manual_seed(1)
+    sizes = [12, 5, 2]
+    x = torch.randn(2, sum(sizes), 3, generator=g) * 3
+    t = torch.zeros(2, sum(sizes), 3)
+    t[:, ::2, 1] = torch.rand(2, (sum(sizes) + 1) // 2, generator=g)
+    pfl = ProgressiveFocalLoss(delta=1.0, w=0.4, reduction="mean", single_label=True)
+    xs = [v.detach().requires_grad_() for v in (x, x)]
+    a, stats_a = pfl.loss(xs[0], t, sizes, 6.0)
+    b, stats_b = pfl(list(xs[1].split(sizes, 1)), list(t.split(sizes, 1)), 6.0)
+    (a + b).backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(xs[0].grad, xs[1].grad)
+    assert stats_a.keys() == stats_b.keys() >= {"gamma", "alpha", "statistic", "num_pos", "num_samples", "loss"}
+    for key in stats_a:
+        torch.testing.assert_close(stats_a[key], stats_b[key])
+    torch.testing.assert_close(stats_a["target_sum"], torch.stack([v.sum() for v in t.split(sizes, 1)]))

@@ -93,12 +93,15 @@ def test_end_to_end_heads_use_pfl_in_both_branches():
     assert torch.isfinite(loss).all() and set(items) == {"box_loss", "cls_loss", "l1_loss"}
 
 
+@pytest.mark.parametrize("single_label", [False, True])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_elementwise_adapter_realises_the_core_reduction(reduction):
+def test_elementwise_adapter_realises_the_core_reduction(reduction, single_label):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 21, 3, generator=g)
     targets = torch.rand(2, 21, 3, generator=g) * (torch.rand(2, 21, 3, generator=g) > 0.85)
-    pfl = ProgressiveFocalLoss(reduction=reduction)
+    if single_label:  # TAL's targets: one class per anchor
+        targets = targets * torch.nn.functional.one_hot(targets.argmax(-1), 3)
+    pfl = ProgressiveFocalLoss(reduction=reduction, single_label=single_label)
     adapter = LevelwisePFL(pfl)
     adapter.level_sizes = [16, 4, 1]
     normalizer = targets.sum().clamp_min(1.0)
@@ -106,3 +109,35 @@ def test_elementwise_adapter_realises_the_core_reduction(reduction):
     expected, _ = pfl(list(logits.split([16, 4, 1], 1)), list(targets.split([16, 4, 1], 1)), normalizer)
     torch.testing.assert_close(as_ultralytics, expected)
     torch.testing.assert_close(adapter.last_stats["loss"].sum(), expected)
+
+
+def test_single_label_adapter_equals_the_general_one_on_tal_targets():
+    """The criterion's fast path (one pass over all anchors, each anchor's one class) gives the general path's
+    elementwise loss, gradient and per-level stats on a real YOLOv8n step's logits and TAL targets."""
+    _, ours = model_pair(umop=True)
+    criterion = ours.criterion = ours.init_criterion()
+    seen = {}
+
+    class Seeing(LevelwisePFL):
+        def __call__(self, logits, targets):
+            seen.update(x=logits.detach(), t=targets)
+            return super().__call__(logits, targets)
+
+    assert criterion.bce.pfl.single_label
+    criterion.bce = Seeing(criterion.bce.pfl)
+    ours.loss(batch())
+    assert (seen["t"] > 0).sum() == (seen["t"] > 0).any(-1).sum() > 0  # one class per anchor
+    out = []
+    for single_label in (False, True):
+        adapter = LevelwisePFL(ProgressiveFocalLoss(delta=1.0, w=0.5, single_label=single_label))
+        adapter.level_sizes = criterion.bce.level_sizes
+        x = seen["x"].clone().requires_grad_()
+        loss = adapter(x, seen["t"])
+        loss.sum().backward()
+        out.append((loss.detach(), x.grad, adapter.last_stats))
+    (loss0, grad0, stats0), (loss1, grad1, stats1) = out
+    torch.testing.assert_close(loss1, loss0)
+    torch.testing.assert_close(grad1, grad0)
+    assert stats0.keys() == stats1.keys()
+    for key in stats0:
+        torch.testing.assert_close(stats1[key], stats0[key])

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ultralytics.utils.loss import v8DetectionLoss
 
 from umop_yolo.engine.criterion import LevelAssignment
-from umop_yolo.pfl import ProgressiveFocalLoss
+from umop_yolo.pfl import ProgressiveFocalLoss, level_sums
 from umop_yolo.settings import PFL_KEYS
 
 
@@ -34,9 +34,9 @@ def pfl_from_args(args: Any, focal_baseline: bool = False) -> ProgressiveFocalLo
 class LevelwisePFL:
     """Drop-in for `v8DetectionLoss.bce`: (B, A, C) logits and soft targets -> (B, A, C) elementwise loss.
 
-    Ultralytics sums the result and divides by the target-score sum, so each level is pre-scaled here such that this
-    gives the configured LRP reduction (Eq. 1 or the released sum). `last_stats` keeps the step's detached per-level
-    statistics (gamma, alpha, C_l, positives, loss) on the device for logging.
+    Ultralytics sums the result and divides by the target-score sum: the released sum reduction as it is; for Eq. (1)
+    each level is pre-scaled here. All anchors in one pass (`ProgressiveFocalLoss.joined`), no per-level copies.
+    `last_stats` keeps the step's detached per-level statistics (gamma, alpha, C_l, positives, loss) on the device.
     """
 
     def __init__(self, pfl: ProgressiveFocalLoss) -> None:
@@ -45,13 +45,15 @@ class LevelwisePFL:
         self.last_stats: dict[str, Tensor] = {}
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits_l, targets_l = logits.split(self.level_sizes, 1), targets.split(self.level_sizes, 1)
-        normalizer = targets.detach().float().sum().clamp_min(1.0)  # what Ultralytics divides by
-        weights = self.pfl.level_weights(targets_l, normalizer)
-        losses, stats = self.pfl.per_level(logits_l, targets_l, scale=weights * normalizer)
-        stats["loss"] = torch.stack([x.detach().sum() for x in losses]) / normalizer
+        scale = None  # "sum" (released): every level / the batch's target-score sum, which Ultralytics divides by
+        if self.pfl.reduction == "mean":  # Eq. (1): each level / its own target-score sum, times Ultralytics' divisor
+            target_sum = level_sums(targets.detach().float(), self.level_sizes)
+            normalizer = target_sum.sum().clamp_min(1.0)
+            scale = self.pfl.level_weights(target_sum, normalizer) * normalizer
+        loss, stats = self.pfl.joined(logits, targets, self.level_sizes, scale)
+        stats["loss"] = level_sums(loss.detach(), self.level_sizes) / stats["target_sum"].sum().clamp_min(1.0)
         self.last_stats = stats
-        return torch.cat(losses, 1)
+        return loss
 
 
 class LevelwiseBCE:

@@ -6,6 +6,9 @@ per pyramid level (C classes last).
 
     pfl = ProgressiveFocalLoss(gamma=2.0, delta=0.5, w=0.5, statistic="released", reduction="sum")
     loss, stats = pfl(logits, targets, normalizer)  # stats["gamma"], stats["alpha"]: (L,) detached
+    loss, stats = pfl.loss(joined_logits, joined_targets, level_sizes, normalizer)  # levels joined along dim -2
+
+The per-entry forms are in `forms.py`; `single_label.py` computes them for one-class-per-anchor targets in one pass.
 
 Soft targets. Dense detectors with IoU-aware assigners (e.g. TaskAlignedAssigner) train against scores t in [0, 1]
 instead of 0/1 labels. We use the quality-focal generalisation of Eq. (3)
@@ -25,15 +28,17 @@ The last two keep BCE's positive signal, which the focal modulator |t - p|^gamma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from umop_yolo.distributed import mean_across_ranks
 from umop_yolo.errors import UserInputError
+from umop_yolo.pfl.forms import TINY, focal_loss
+from umop_yolo.pfl.single_label import SingleLabelFocal, top_class
 
 STATISTICS = ("released", "paper")
 FORMS = ("focal", "varifocal", "negatives")
@@ -42,7 +47,6 @@ CHOICES = {"statistic": STATISTICS, "reduction": REDUCTIONS, "form": FORMS}
 # The paper's settings, the one source of every default (ProgressiveFocalLoss's arguments, UMOP's settings).
 DEFAULTS = {"gamma": 2.0, "delta": 0.5, "w": 0.5, "statistic": "released", "reduction": "sum", "form": "focal",
             "levelwise": True}
-_TINY = 1e-12  # keeps |t - p| ** gamma differentiable at p == t for any gamma > 0
 
 
 def _number(name: str, value: Any) -> float:
@@ -76,81 +80,27 @@ def check_pfl(gamma: Any, delta: Any, w: Any, statistic: Any = DEFAULTS["statist
             raise UserInputError(f"{name[key]}={value!r} must be one of {', '.join(CHOICES[key])}")
 
 
-def _negative_weight(alpha: Tensor | float, form: str) -> Tensor | float:
-    """The factor before p^gamma BCE(p, 0) on negatives: 1 - alpha (focal, negatives) or alpha (varifocal)."""
-    return alpha if form == "varifocal" else 1.0 - alpha
+def per_anchor(values: Tensor, level_sizes: Sequence[int]) -> Tensor:
+    """(L,) per-level values as (A, 1), each repeated over its level's anchors: broadcasts over (..., A, C)."""
+    return torch.cat([v.expand(n) for v, n in zip(values, level_sizes)]).unsqueeze(-1)
 
 
-def focal_loss(logits: Tensor, targets: Tensor, gamma: Tensor | float, alpha: Tensor | float,
-               form: str = "focal") -> Tensor:
-    """Elementwise sigmoid focal loss, Eq. (3), for 0/1 or soft targets, in one of the `FORMS`; computed in fp32."""
-    x, t = logits.float(), targets.float()
-    p = x.sigmoid()
-    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    if form == "focal":
-        modulator = (t - p).abs().clamp_min(_TINY).pow(gamma)
-        alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
-        return alpha_t * modulator * bce
-    positive = t * bce if form == "varifocal" else bce
-    negative = _negative_weight(alpha, form) * p.clamp_min(_TINY).pow(gamma) * bce
-    return torch.where(t > 0, positive, negative)
+def level_sums(values: Tensor, level_sizes: Sequence[int]) -> Tensor:
+    """(L,) sums of (..., A, K) values over each level's anchors (dim -2)."""
+    return torch.stack([v.sum() for v in values.split(list(level_sizes), -2)])
 
 
-def _entry_loss_and_grad(x: Tensor, t: Tensor, gamma: Tensor, alpha: Tensor, form: str) -> tuple[Tensor, Tensor]:
-    """`focal_loss` (fp32 x, t) and its derivative in x, in closed form.
-
-    focal: alpha_t (|d|^gamma (p - t) + gamma |d|^(gamma - 1) sign(d) p (1 - p) BCE), d = p - t (0 where |d| is below
-    the clamp, as autograd's). Other forms: positives c (p - t) with c = t (varifocal) or 1 (negatives); negatives
-    a p^gamma (p + gamma (1 - p) BCE), a = `_negative_weight`.
-    """
-    p = x.sigmoid()
-    d = p - t
-    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
-    if form == "focal":
-        a = d.abs()
-        clamped = a.clamp_min(_TINY)
-        mod = clamped.pow(gamma)
-        alpha_t = torch.where(t > 0, alpha, 1.0 - alpha)
-        slope = torch.where(a >= _TINY, gamma * mod / clamped * d.sign(), 0.0) * p * (1 - p)
-        return alpha_t * mod * bce, alpha_t * (mod * d + slope * bce)
-    c = t if form == "varifocal" else torch.ones_like(t)
-    weight = _negative_weight(alpha, form) * p.clamp_min(_TINY).pow(gamma)
+def statistic_terms(logits: Tensor, targets: Tensor, statistic: str = "released") -> tuple[Tensor, Tensor]:
+    """Per-entry terms of `level_statistic`'s numerator and denominator (fp32, detached)."""
+    x, t = logits.detach().float(), targets.detach().float()
     pos = t > 0
-    return (torch.where(pos, c * bce, weight * bce),
-            torch.where(pos, c * d, weight * (p + gamma * (1 - p) * bce)))
-
-
-class _SingleLabelFocal(torch.autograd.Function):
-    """`focal_loss` x `scale` for targets with at most one positive class per row (`index`), its gradient formed in
-    the forward pass.
-
-    Every entry is first scored as a negative (t = 0): loss w softplus(x), gradient w (p + gamma softplus(x) (1 - p)),
-    w = scale a p^gamma (a = `_negative_weight`), from one sigmoid, log and exp over the dense tensor (all vectorised;
-    no log1p or fractional pow there) and four temporaries. The one entry per row that may be positive is then
-    overwritten with the general form (`_entry_loss_and_grad`). Backward is one multiply.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, t: Tensor, index: Tensor, gamma: Tensor, alpha: Tensor, scale: Tensor,
-                form: str) -> Tensor:
-        log_p = x.abs().sigmoid_().log_()  # log sigmoid(|x|), in [-log 2, 0]
-        softplus = x.clamp_min(0).sub_(log_p)  # -log(1 - p), stable for any x
-        torch.sub(x, softplus, out=log_p)  # log p
-        grad = log_p.exp()  # p
-        negative = _negative_weight(alpha, form) * scale
-        weight = torch.addcmul(negative.log(), log_p, gamma, out=log_p).exp_()  # scale a p^gamma
-        loss = weight * softplus
-        softplus.addcmul_(grad, softplus, value=-1)  # softplus (1 - p), finite for any x
-        grad.addcmul_(softplus, gamma).mul_(weight)
-        loss_i, grad_i = _entry_loss_and_grad(x.gather(-1, index), t.gather(-1, index), gamma, alpha, form)
-        loss.scatter_(-1, index, loss_i.mul_(scale))
-        ctx.save_for_backward(grad.scatter_(-1, index, grad_i.mul_(scale)))
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        (grad,) = ctx.saved_tensors
-        return grad_out * grad, None, None, None, None, None, None
+    p = x.sigmoid()
+    if statistic == "released":
+        nll = -p.log()  # the released rounding, not the stable -logsigmoid(x)
+        counted = pos & (nll > 0)
+        relative = (nll + t.clamp_min(TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
+        return torch.where(counted, relative, 0.0), counted.float()
+    return torch.minimum(p, t) * pos, t * pos
 
 
 def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released") -> tuple[Tensor, Tensor]:
@@ -162,15 +112,8 @@ def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released"
               so gamma_l goes to the upper clamp (Eq. 4).
     paper:    num = sum over positives of min(p, t), den = sum of their targets; C_l = -log(num / den), Eq. (4).
     """
-    x, t = logits.detach().float(), targets.detach().float()
-    pos = t > 0
-    p = x.sigmoid()
-    if statistic == "released":
-        nll = -p.log()  # the released rounding, not the stable -logsigmoid(x)
-        counted = pos & (nll > 0)
-        relative = (nll + t.clamp_min(_TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
-        return torch.where(counted, relative, 0.0).sum(), counted.sum().float()
-    return (torch.minimum(p, t) * pos).sum(), (t * pos).sum()
+    num, den = statistic_terms(logits, targets, statistic)
+    return num.sum(), den.sum()
 
 
 class ProgressiveFocalLoss:
@@ -186,7 +129,7 @@ class ProgressiveFocalLoss:
         levelwise: True = LRP, one gamma_l per level; False = one gamma from all levels' positives (PFL alone).
         single_label: every row of the targets has at most one class > 0 (TaskAlignedAssigner, MaxIoU and ATSS
             targets do). Same values, computed with far less work: the statistic from each row's largest target
-            only, the loss in closed form with its gradient in one pass (`_SingleLabelFocal`). Multi-label
+            only, the loss in closed form with its gradient in one pass (`SingleLabelFocal`). Multi-label
             targets need False (the default), which evaluates `focal_loss` with autograd on every entry.
         form: "focal" (Eq. 3, the default), "varifocal" or "negatives": see the module docstring.
     """
@@ -210,60 +153,81 @@ class ProgressiveFocalLoss:
     def level_params(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """gamma_l, alpha_l and C_l per level, each (L,) fp32 and detached (Eq. 4, 5). No host sync."""
         parts = [level_statistic(x, t, self.statistic) for x, t in zip(logits, targets)]
-        num = torch.stack([n for n, _ in parts])
-        den = torch.stack([d for _, d in parts])
+        return self._params(torch.stack([n for n, _ in parts]), torch.stack([d for _, d in parts]))
+
+    def _params(self, num: Tensor, den: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`level_params` from the levels' (L,) statistic numerators and denominators."""
         if not self.levelwise:  # one statistic over the positives of all levels
             num, den = num.sum().expand_as(num), den.sum().expand_as(den)
-        ratio = num / den.clamp_min(_TINY)
-        c = ratio if self.statistic == "released" else -ratio.clamp_min(_TINY).log()
+        ratio = num / den.clamp_min(TINY)
+        c = ratio if self.statistic == "released" else -ratio.clamp_min(TINY).log()
         c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
         c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
         gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
         alpha = self.w / gamma  # Eq. (5)
         return gamma, alpha, c
 
-    def level_weights(self, targets: list[Tensor], normalizer: Tensor | float) -> Tensor:
-        """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l)."""
-        n = len(targets)
-        device = targets[0].device
+    def level_weights(self, target_sum: Tensor, normalizer: Tensor | float) -> Tensor:
+        """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l), from the
+        levels' (L,) target sums (`joined`'s stats["target_sum"]) and the batch's normalizer."""
         if self.reduction == "sum":  # authors' code: every level / the total positives of the batch
-            norm = torch.as_tensor(normalizer, dtype=torch.float32, device=device)
-            return (1.0 / norm.clamp_min(1.0)).expand(n)
-        level_pos = torch.stack([t.detach().float().sum() for t in targets])  # Eq. (1): mean of per-level losses
-        return 1.0 / (n * level_pos.clamp_min(1.0))
+            norm = torch.as_tensor(normalizer, dtype=torch.float32, device=target_sum.device)
+            return (1.0 / norm.clamp_min(1.0)).expand(len(target_sum))
+        return 1.0 / (len(target_sum) * target_sum.clamp_min(1.0))  # Eq. (1): mean of per-level losses
+
+    def joined(
+        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Elementwise focal loss of (..., A, C) logits whose anchors are the levels joined along dim -2
+        (`level_sizes` anchors each, in level order), every anchor with its level's (gamma_l, alpha_l) (Eq. 3-5), in one
+        pass over all anchors; and the statistics, detached: (L,) gamma, alpha, statistic (C_l), num_pos, num_samples,
+        target_sum per level.
+
+        `scale`: optional (L,) factors (no gradient) multiplied into each level's loss; free with `single_label`.
+        """
+        sizes = list(level_sizes)
+        top, top_x = targets.detach(), logits.detach()
+        if self.single_label:  # each anchor's one candidate positive: its largest target and that class's logit
+            top, index = top_class(top)
+            top_x = top_x.gather(-1, index)
+        gamma, alpha, c = self._params(*(level_sums(v, sizes) for v in statistic_terms(top_x, top, self.statistic)))
+        gamma_a, alpha_a = per_anchor(gamma, sizes), per_anchor(alpha, sizes)  # (A, 1): broadcast over (..., A, C)
+        scale_a = torch.ones_like(gamma_a) if scale is None else per_anchor(scale.detach().float(), sizes)
+        if self.single_label:
+            loss = SingleLabelFocal.apply(logits.float(), top_x.float(), top.float(), index, gamma_a, alpha_a, scale_a,
+                                           self.form)
+        else:
+            loss = focal_loss(logits, targets, gamma_a, alpha_a, self.form)
+            loss = loss if scale is None else loss * scale_a
+        positive = (top > 0).any(-1)  # positive samples: anchors with a target above 0
+        samples = math.prod(targets.shape[:-2])
+        num_samples = torch.tensor([n * samples for n in sizes], dtype=torch.float32, device=gamma.device)
+        return loss, {"gamma": gamma, "alpha": alpha, "statistic": c, "num_samples": num_samples,
+                      "num_pos": level_sums(positive[..., None], sizes).float(),
+                      "target_sum": level_sums(top.float(), sizes)}
 
     def per_level(
         self, logits: list[Tensor], targets: list[Tensor], scale: Tensor | None = None
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """Elementwise focal loss of every level with its own (gamma_l, alpha_l), and the level statistics.
+        """`joined` on one (..., N_l, C) logit/target pair per level: each level's elementwise loss, and the stats."""
+        sizes = [x.shape[-2] for x in logits]
+        loss, stats = self.joined(torch.cat(logits, -2), torch.cat(targets, -2), sizes, scale)
+        return list(loss.split(sizes, -2)), stats
 
-        `scale`: optional (L,) factors (no gradient) multiplied into each level's loss; free with `single_label`.
-        """
-        if self.single_label:  # each row's one candidate positive: its largest target and that class's logit
-            picked = [t.detach().max(-1, keepdim=True) for t in targets]
-            top_targets = [v for v, _ in picked]
-            gamma, alpha, c = self.level_params([x.gather(-1, i) for x, (_, i) in zip(logits, picked)], top_targets)
-            factors = [1.0] * len(logits) if scale is None else scale.detach()
-            losses = [_SingleLabelFocal.apply(x.float(), t.float(), i, gamma[k], alpha[k], factors[k], self.form)
-                      for k, (x, t, (_, i)) in enumerate(zip(logits, targets, picked))]
-        else:
-            gamma, alpha, c = self.level_params(logits, targets)
-            losses = [focal_loss(x, t, gamma[k], alpha[k], self.form) for k, (x, t) in enumerate(zip(logits, targets))]
-            if scale is not None:
-                losses = [x * f for x, f in zip(losses, scale.detach())]
-            top_targets = targets
-        num_pos = torch.stack([(t.detach() > 0).any(-1).sum().float() for t in top_targets])  # positive samples
-        num_samples = torch.tensor([t[..., 0].numel() for t in targets], dtype=torch.float32, device=gamma.device)
-        return losses, {"gamma": gamma, "alpha": alpha, "statistic": c, "num_pos": num_pos,
-                        "num_samples": num_samples}
+    def loss(
+        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], normalizer: Tensor | float
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total classification loss (Eq. 1/2 combination of Eq. 3 per level) of levels joined along dim -2
+        (`joined`), and detached per-level stats."""
+        loss, stats = self.joined(logits, targets, level_sizes)
+        level_loss = level_sums(loss, level_sizes) * self.level_weights(stats["target_sum"], normalizer)
+        stats["loss"] = level_loss.detach()
+        return level_loss.sum(), stats
 
     def __call__(
         self, logits: list[Tensor], targets: list[Tensor], normalizer: Tensor | float
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total classification loss (Eq. 1/2 combination of Eq. 3 per level) and detached per-level stats."""
+        """`loss` on one (..., N_l, C) logit/target pair per level."""
         if len(logits) != len(targets) or not logits:
             raise ValueError(f"need one target per level, got {len(logits)} logits and {len(targets)} targets")
-        losses, stats = self.per_level(logits, targets)
-        level_loss = torch.stack([x.sum() for x in losses]) * self.level_weights(targets, normalizer)
-        stats["loss"] = level_loss.detach()
-        return level_loss.sum(), stats
+        return self.loss(torch.cat(logits, -2), torch.cat(targets, -2), [x.shape[-2] for x in logits], normalizer)
