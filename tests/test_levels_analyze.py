@@ -13,7 +13,8 @@ from ultralytics import YOLO
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 from umop_yolo.cli import run
-from umop_yolo.diagnostics.analyze import assign, checkpoint_model
+from umop_yolo.diagnostics.analyze import LevelReport, assign, checkpoint_model
+from umop_yolo.engine.build import build_model
 from umop_yolo.engine.model import UmopDetectionModel
 
 RECORDED = {  # model, umop -> positives, objects per level (P3-P5); boxes without a positive anchor; anchors per image
@@ -54,8 +55,40 @@ def test_a_stock_ultralytics_checkpoint_is_analyzed_with_its_own_weights_and_ass
              "cls": torch.tensor([[3.0], [7.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.3, 0.6, 0.2, 0.5]])}
     stock.args = ours.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, "umop": False})
     ours.criterion = ours.init_criterion()
+    criterion, seen = stock.init_criterion(), {}
+    bce = criterion.bce
+
+    def seeing(logits, targets):  # Ultralytics' TAL target scores
+        seen["targets"] = targets
+        return bce(logits, targets)
+
+    criterion.bce = seeing
     with torch.no_grad():
-        (fg_mask, gt_index, *_), _, _ = stock.init_criterion().get_assigned_targets_and_loss(stock(batch["img"])[1],
-                                                                                            batch)
+        (fg_mask, gt_index, *_), _, _ = criterion.get_assigned_targets_and_loss(stock(batch["img"])[1], batch)
         result = assign(ours, batch)
-    assert fg_mask.any() and torch.equal(result.pos, fg_mask) and torch.equal(result.gt_index, gt_index)
+    assert fg_mask.any() and torch.equal(result.gt_index, gt_index)
+    assert torch.equal(result.pos, seen["targets"].amax(-1) > 0)  # the positives Ultralytics' loss trains with
+
+
+@pytest.mark.parametrize("umop", [False, True])
+def test_analyze_counts_the_positives_the_loss_trains_and_the_record_counts(umop):
+    """TAL's fg_mask can hold anchors whose target score is 0 (inside the box, but their predicted box misses it: CIoU
+    clamped to 0, so alignment metric 0, yet in the top 10); the loss trains them as negatives and levels.csv does not
+    count them. `umop analyze` counts the same positives: anchors with a target above 0."""
+    m = build_model("yolov8n.yaml", nc=2, verbose=False).eval()
+    m.args = SimpleNamespace(**{**DEFAULT_CFG_DICT, "umop": umop})
+    criterion = m.criterion = m.init_criterion()
+    feats = [torch.zeros(1, 1, n, n) for n in (8, 4, 2)]  # 64 px: 64 + 16 + 4 anchors at strides 8, 16, 32
+    boxes = torch.full((1, 4, 16, 84), -30.0)  # (image, side, DFL bin, anchor) logits
+    boxes[:, :, 0] = 30.0  # every predicted box has size 0 at its anchor point: CIoU with the box clamps to 0 ...
+    boxes[:, :, :, [9, 18, 27]] = torch.where(torch.arange(16)[:, None] == 2, 30.0, -30.0)  # ... but 3: 2 cells a side
+    preds = {"boxes": boxes.view(1, 64, 84), "scores": torch.zeros(1, 2, 84), "feats": feats}
+    batch = {"batch_idx": torch.zeros(1), "cls": torch.zeros(1, 1), "bboxes": torch.tensor([[0.5, 0.5, 1.0, 1.0]])}
+    (fg_mask, *_), _, _ = criterion.get_assigned_targets_and_loss(preds, batch)
+    result = criterion.assign(preds, batch)
+    num_pos = criterion.last_stats["num_pos"]
+    assert fg_mask.sum() == 10 and num_pos.tolist() == [3, 0, 0]  # the top 10: 3 with a target, 7 zero-target ones
+    report = LevelReport(["P3", "P4", "P5"], [8, 16, 32])
+    report.add(result, num_boxes=1)
+    assert report.positives == [3, 0, 0] and report.objects == [1, 0, 0] and report.unassigned == 0
+    assert [sum(r) for r in report.ratios] == [3 / 64, 0, 0]

@@ -4,8 +4,9 @@ Runs only the forward pass and target assignment (no backward, no optimiser) ove
 augmentations included, with the criterion the model trains with, through its `assign` (`engine.criterion`): YOLO heads
 Ultralytics' TaskAlignedAssigner, RetinaNet/ATSS their MaxIoU/ATSS assigners. Per level it reports the positive
 proportion of each image (positive anchors / anchors of that level) and the objects the level receives (ground-truth
-boxes with at least one positive anchor on it; a box can count on several levels). A stock Ultralytics checkpoint is
-rebuilt as ours with its weights (`checkpoint_model`).
+boxes with at least one positive anchor on it; a box can count on several levels). Positive anchors are those the loss
+trains as positives and levels.csv counts: a target above 0 (not TAL's fg_mask, which also holds anchors of target 0).
+A stock Ultralytics checkpoint is rebuilt as ours with its weights (`checkpoint_model`).
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ class LevelwisePFL:
         self.pfl = pfl
         self.level_sizes: list[int] = []
         self.last_stats: dict[str, Tensor] = {}
+        self.positive: Tensor | None = None  # (B, A) bool: the latest step's anchors with a target above 0
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         scale = None  # "sum" (released): every level / the batch's target-score sum, which Ultralytics divides by
@@ -52,6 +53,7 @@ class LevelwisePFL:
             scale = self.pfl.level_weights(target_sum, normalizer) * normalizer
         loss, stats = self.pfl.joined(logits, targets, self.level_sizes, scale)
         stats["loss"] = level_sums(loss.detach(), self.level_sizes) / stats["target_sum"].sum().clamp_min(1.0)
+        self.positive = stats.pop("positive")
         self.last_stats = stats
         return loss
 
@@ -64,6 +66,7 @@ class LevelwiseBCE:
         self.bce = nn.BCEWithLogitsLoss(reduction="none")  # the stock criterion's own op: same bits
         self.level_sizes: list[int] = []
         self.last_stats: dict[str, Tensor] = {}
+        self.positive: Tensor | None = None  # (B, A) bool: the latest step's anchors with a target above 0
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         loss = self.bce(logits, targets)
@@ -71,7 +74,7 @@ class LevelwiseBCE:
             normalizer = targets.float().sum().clamp_min(1.0)  # what Ultralytics divides by
             # Positives as PFL counts them, t > 0 in some class: one read-only pass for each anchor's largest target
             # (TAL's fg_mask also holds anchors whose target score is 0, which the loss trains as negatives).
-            positive = targets.amax(-1) > 0
+            positive = self.positive = targets.amax(-1) > 0
             num_pos = [p.sum() for p in positive.split(self.level_sizes, 1)]
             level_loss = [x.float().sum() for x in loss.detach().split(self.level_sizes, 1)]
             self.last_stats = {
@@ -103,10 +106,12 @@ class LevelSplitDetectionLoss(v8DetectionLoss):
 
     def assign(self, preds: dict[str, Any] | tuple, batch: dict[str, Tensor]) -> LevelAssignment:
         """TaskAlignedAssigner on the model's predictions (an end-to-end head's one-to-many ones), through Ultralytics'
-        own loss path, so `last_stats` is this batch's too (`engine.criterion.LevelCriterion`)."""
+        own loss path, so `last_stats` is this batch's too (`engine.criterion.LevelCriterion`). Positives are the
+        anchors with a target above 0, which the loss trains as positives and `last_stats` counts: TAL's fg_mask also
+        holds anchors of target 0 (alignment metric 0, e.g. a predicted box that misses the object)."""
         preds = self.parse_output(preds)
-        (fg_mask, gt_index, *_), _, _ = self.get_assigned_targets_and_loss(preds.get("one2many", preds), batch)
-        return LevelAssignment(fg_mask, gt_index, self.bce.level_sizes)
+        (_, gt_index, *_), _, _ = self.get_assigned_targets_and_loss(preds.get("one2many", preds), batch)
+        return LevelAssignment(self.bce.positive, gt_index, self.bce.level_sizes)
 
 
 class PFLDetectionLoss(LevelSplitDetectionLoss):

@@ -181,7 +181,7 @@ class ProgressiveFocalLoss:
         """Elementwise focal loss of (..., A, C) logits whose anchors are the levels joined along dim -2
         (`level_sizes` anchors each, in level order), every anchor with its level's (gamma_l, alpha_l) (Eq. 3-5), in one
         pass over all anchors; and the statistics, detached: (L,) gamma, alpha, statistic (C_l), num_pos, num_samples,
-        target_sum per level.
+        target_sum per level, and `positive`, the (..., A) anchors with a target above 0.
 
         `scale`: optional (L,) factors (no gradient) multiplied into each level's loss; free with `single_label`.
         """
@@ -203,7 +203,7 @@ class ProgressiveFocalLoss:
         samples = math.prod(targets.shape[:-2])
         num_samples = torch.tensor([n * samples for n in sizes], dtype=torch.float32, device=gamma.device)
         return loss, {"gamma": gamma, "alpha": alpha, "statistic": c, "num_samples": num_samples,
-                      "num_pos": level_sums(positive[..., None], sizes).float(),
+                      "num_pos": level_sums(positive[..., None], sizes).float(), "positive": positive,
                       "target_sum": level_sums(top.float(), sizes)}
 
     def per_level(
