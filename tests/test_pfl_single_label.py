@@ -182,21 +182,23 @@ def test_loss_blocks_join_without_seams(monkeypatch):
 
 
 def test_joined_levels_give_the_per_level_loss_and_stats():
-    """`loss` on levels joined along the anchor dimension (the dense heads' and the YOLO adapter's call) equals the
-    per-level call, loss, gradient and stats."""
+    """`joined` (levels joined along the anchor dimension, the YOLO adapter's call) equals `per_level` on the split
+    levels (the dense heads' call): loss, gradient and stats."""
     g = torch.Generator().manual_seed(1)
     sizes = [12, 5, 2]
     x = torch.randn(2, sum(sizes), 3, generator=g) * 3
     t = torch.zeros(2, sum(sizes), 3)
     t[:, ::2, 1] = torch.rand(2, (sum(sizes) + 1) // 2, generator=g)
-    pfl = ProgressiveFocalLoss(delta=1.0, w=0.4, reduction="mean", single_label=True)
-    xs = [v.detach().requires_grad_() for v in (x, x)]
-    a, stats_a = pfl.loss(xs[0], t, sizes, 6.0)
-    b, stats_b = pfl(list(xs[1].split(sizes, 1)), list(t.split(sizes, 1)), 6.0)
-    (a + b).backward()
-    torch.testing.assert_close(a, b)
-    torch.testing.assert_close(xs[0].grad, xs[1].grad)
-    assert stats_a.keys() == stats_b.keys() >= {"gamma", "alpha", "statistic", "num_pos", "num_samples", "loss"}
-    for key in stats_a:
-        torch.testing.assert_close(stats_a[key], stats_b[key])
-    torch.testing.assert_close(stats_a["target_sum"], torch.stack([v.sum() for v in t.split(sizes, 1)]))
+    for single in (False, True):
+        pfl = ProgressiveFocalLoss(delta=1.0, w=0.4, single_label=single)
+        xs = [v.detach().requires_grad_() for v in (x, x)]
+        a, stats_a = pfl.joined(xs[0], t, sizes, torch.tensor([1.0, 2.0, 3.0]))
+        b, stats_b = pfl.per_level(list(xs[1].split(sizes, 1)), list(t.split(sizes, 1)), torch.tensor([1.0, 2.0, 3.0]))
+        (a.sum() + sum(v.sum() for v in b)).backward()
+        torch.testing.assert_close(a, torch.cat(b, 1))
+        torch.testing.assert_close(xs[0].grad, xs[1].grad)
+        assert stats_a.keys() == stats_b.keys() >= {"gamma", "alpha", "statistic", "num_pos", "num_samples", "positive"}
+        for key in stats_a:
+            torch.testing.assert_close(stats_a[key], stats_b[key])
+        torch.testing.assert_close(stats_a["target_sum"], torch.stack([v.sum() for v in t.split(sizes, 1)]))
+        assert torch.equal(stats_a["positive"], (t > 0).any(-1))

@@ -6,7 +6,7 @@ per pyramid level (C classes last).
 
     pfl = ProgressiveFocalLoss(gamma=2.0, delta=0.5, w=0.5, statistic="released", reduction="sum")
     loss, stats = pfl(logits, targets, normalizer)  # stats["gamma"], stats["alpha"]: (L,) detached
-    loss, stats = pfl.loss(joined_logits, joined_targets, level_sizes, normalizer)  # levels joined along dim -2
+    elementwise, stats = pfl.joined(all_logits, all_targets, level_sizes)  # the levels joined along dim -2
 
 The per-entry forms are in `forms.py`; `single_label.py` computes them for one-class-per-anchor targets in one pass.
 
@@ -169,7 +169,7 @@ class ProgressiveFocalLoss:
 
     def level_weights(self, target_sum: Tensor, normalizer: Tensor | float) -> Tensor:
         """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l), from the
-        levels' (L,) target sums (`joined`'s stats["target_sum"]) and the batch's normalizer."""
+        levels' (L,) target sums (`per_level`'s stats["target_sum"]) and the batch's normalizer."""
         if self.reduction == "sum":  # authors' code: every level / the total positives of the batch
             norm = torch.as_tensor(normalizer, dtype=torch.float32, device=target_sum.device)
             return (1.0 / norm.clamp_min(1.0)).expand(len(target_sum))
@@ -178,56 +178,65 @@ class ProgressiveFocalLoss:
     def joined(
         self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Elementwise focal loss of (..., A, C) logits whose anchors are the levels joined along dim -2
-        (`level_sizes` anchors each, in level order), every anchor with its level's (gamma_l, alpha_l) (Eq. 3-5), in one
-        pass over all anchors; and the statistics, detached: (L,) gamma, alpha, statistic (C_l), num_pos, num_samples,
-        target_sum per level, and `positive`, the (..., A) anchors with a target above 0.
-
-        `scale`: optional (L,) factors (no gradient) multiplied into each level's loss; free with `single_label`.
-        """
-        sizes = list(level_sizes)
-        top, top_x = targets.detach(), logits.detach()
-        if self.single_label:  # each anchor's one candidate positive: its largest target and that class's logit
-            top, index = top_class(top)
-            top_x = top_x.gather(-1, index)
-        gamma, alpha, c = self._params(*(level_sums(v, sizes) for v in statistic_terms(top_x, top, self.statistic)))
-        gamma_a, alpha_a = per_anchor(gamma, sizes), per_anchor(alpha, sizes)  # (A, 1): broadcast over (..., A, C)
-        scale_a = torch.ones_like(gamma_a) if scale is None else per_anchor(scale.detach().float(), sizes)
-        if self.single_label:
-            loss = SingleLabelFocal.apply(logits.float(), top_x.float(), top.float(), index, gamma_a, alpha_a, scale_a,
-                                           self.form)
-        else:
-            loss = focal_loss(logits, targets, gamma_a, alpha_a, self.form)
-            loss = loss if scale is None else loss * scale_a
-        positive = (top > 0).any(-1)  # positive samples: anchors with a target above 0
-        samples = math.prod(targets.shape[:-2])
-        num_samples = torch.tensor([n * samples for n in sizes], dtype=torch.float32, device=gamma.device)
-        return loss, {"gamma": gamma, "alpha": alpha, "statistic": c, "num_samples": num_samples,
-                      "num_pos": level_sums(positive[..., None], sizes).float(), "positive": positive,
-                      "target_sum": level_sums(top.float(), sizes)}
+        """`per_level` on (..., A, C) logits whose anchors are the levels joined along dim -2 (`level_sizes` anchors
+        each, in level order): one elementwise loss, each anchor with its level's (gamma_l, alpha_l), in one pass over
+        all anchors without per-level copies (the YOLO adapter's call); the same stats."""
+        losses, stats = self._parts([logits], [targets], [list(level_sizes)], scale)
+        return losses[0], stats
 
     def per_level(
         self, logits: list[Tensor], targets: list[Tensor], scale: Tensor | None = None
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """`joined` on one (..., N_l, C) logit/target pair per level: each level's elementwise loss, and the stats."""
-        sizes = [x.shape[-2] for x in logits]
-        loss, stats = self.joined(torch.cat(logits, -2), torch.cat(targets, -2), sizes, scale)
-        return list(loss.split(sizes, -2)), stats
+        """Elementwise focal loss of one (..., N_l, C) logit/target pair per level, each with its level's
+        (gamma_l, alpha_l) (Eq. 3-5), and the statistics, detached: (L,) gamma, alpha, statistic (C_l), num_pos,
+        num_samples, target_sum per level, and `positive`, the (..., A) anchors with a target above 0.
 
-    def loss(
-        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], normalizer: Tensor | float
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total classification loss (Eq. 1/2 combination of Eq. 3 per level) of levels joined along dim -2
-        (`joined`), and detached per-level stats."""
-        loss, stats = self.joined(logits, targets, level_sizes)
-        level_loss = level_sums(loss, level_sizes) * self.level_weights(stats["target_sum"], normalizer)
-        stats["loss"] = level_loss.detach()
-        return level_loss.sum(), stats
+        `scale`: optional (L,) factors (no gradient) multiplied into each level's loss; free with `single_label`.
+        """
+        return self._parts(logits, targets, [[x.shape[-2]] for x in logits], scale)
+
+    def _parts(self, logits: list[Tensor], targets: list[Tensor], level_sizes: list[list[int]],
+               scale: Tensor | None) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """`per_level` on parts that each hold one or more levels joined along dim -2, `level_sizes[k]` anchors each
+        (the levels in order over the parts): the statistic of every level first, then one loss per part."""
+        tops = []
+        for x, t in zip(logits, targets):
+            top, top_x, index = t.detach(), x.detach(), None
+            if self.single_label:  # each anchor's one candidate positive: its largest target and that class's logit
+                top, index = top_class(top)
+                top_x = top_x.gather(-1, index)
+            tops.append((top, top_x, index))
+
+        def per_level_sums(values: list[Tensor]) -> Tensor:
+            return torch.cat([level_sums(v, sizes) for v, sizes in zip(values, level_sizes)])
+
+        terms = [statistic_terms(top_x, top, self.statistic) for top, top_x, _ in tops]
+        gamma, alpha, c = self._params(*(per_level_sums([term[i] for term in terms]) for i in (0, 1)))
+        factors = torch.ones_like(gamma) if scale is None else scale.detach().float()
+        losses = []
+        for x, t, (top, top_x, index), sizes, g, a, f in zip(logits, targets, tops, level_sizes, *(
+                v.split([len(sizes) for sizes in level_sizes]) for v in (gamma, alpha, factors))):
+            g, a, f = (per_anchor(v, sizes) for v in (g, a, f))  # (A, 1): broadcast over (..., A, C)
+            if self.single_label:
+                losses.append(SingleLabelFocal.apply(x.float(), top_x.float(), top, index, g, a, f, self.form))
+            else:
+                loss = focal_loss(x, t, g, a, self.form)
+                losses.append(loss if scale is None else loss * f)
+        positive = [(top > 0).any(-1) for top, _, _ in tops]  # positive samples: anchors with a target above 0
+        samples = math.prod(targets[0].shape[:-2])
+        num_samples = [n * samples for sizes in level_sizes for n in sizes]
+        return losses, {"gamma": gamma, "alpha": alpha, "statistic": c, "positive": torch.cat(positive, -1),
+                        "num_pos": per_level_sums([p[..., None] for p in positive]).float(),
+                        "num_samples": torch.tensor(num_samples, dtype=torch.float32, device=gamma.device),
+                        "target_sum": per_level_sums([top.float() for top, _, _ in tops])}
 
     def __call__(
         self, logits: list[Tensor], targets: list[Tensor], normalizer: Tensor | float
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """`loss` on one (..., N_l, C) logit/target pair per level."""
+        """Total classification loss (Eq. 1/2 combination of Eq. 3 per level) and detached per-level stats."""
         if len(logits) != len(targets) or not logits:
             raise ValueError(f"need one target per level, got {len(logits)} logits and {len(targets)} targets")
-        return self.loss(torch.cat(logits, -2), torch.cat(targets, -2), [x.shape[-2] for x in logits], normalizer)
+        losses, stats = self.per_level(logits, targets)
+        level_loss = torch.stack([x.sum() for x in losses]) * self.level_weights(stats["target_sum"], normalizer)
+        stats["loss"] = level_loss.detach()
+        return level_loss.sum(), stats
