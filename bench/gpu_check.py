@@ -70,20 +70,11 @@ def shell(cmd: list[str]) -> str:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_lines(device: Any) -> list[str]:
     """GPU, CPU and software versions, as Markdown list items."""
     import torch
     import ultralytics
+    from level_stats_overhead import cpu_name  # bench/ is on sys.path when this script runs
 
     import umop_yolo
 
@@ -98,7 +89,7 @@ def machine_lines(device: Any) -> list[str]:
     pin = "" if ultralytics.__version__ == PINNED_ULTRALYTICS else f" (the project pins {PINNED_ULTRALYTICS})"
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return [f"- GPU: {gpu}",
-            f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; {platform.system()} {platform.machine()}",
+            f"- CPU: {cpu_name()}, {os.cpu_count()} logical cores; {platform.system()} {platform.machine()}",
             f"- Software: Python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}, "
             f"cuDNN {cudnn}), Ultralytics {ultralytics.__version__}{pin}, umop_yolo {umop_yolo.__version__} "
             f"(commit {commit + dirty if commit else 'unknown: not a git checkout'})"]
