@@ -141,6 +141,36 @@ def test_soft_statistic_counts_a_positive_at_its_target_as_learned():
     assert (num / den).item() == pytest.approx(1.0)
 
 
+def test_centered_statistic_is_gamma_plus_signed_mean_log_ratio():
+    t = torch.tensor([[0.2, 0.0], [0.0, 0.6], [0.0, 0.0]])
+    p = torch.tensor([[0.1, 0.5], [0.3, 0.9], [0.7, 0.2]])  # positives: below (0.1 < 0.2) and above (0.9 > 0.6) target
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=0.5, statistic="centered")
+    gamma, alpha, c = pfl.level_params([torch.logit(p)], [t])
+    expected = 2.0 + (math.log(0.2 / 0.1) + math.log(0.6 / 0.9)) / 2  # negatives (t = 0) do not count
+    assert c.item() == pytest.approx(expected, rel=1e-5)
+    assert gamma.item() == pytest.approx(expected, rel=1e-5) and alpha.item() == pytest.approx(0.5 / expected)
+
+
+def test_centered_statistic_does_not_saturate_where_released_does():
+    # positives at or above small targets: the released ratio says "learned" (lower clamp) on both levels; centered
+    # keeps the levels apart and at gamma for positives exactly on their targets
+    t = torch.full((6, 1), 0.1)
+    logits = [torch.logit(t), torch.logit(torch.full((6, 1), 0.15))]
+    released, *_ = ProgressiveFocalLoss(statistic="released").level_params(logits, [t, t])
+    centered, *_ = ProgressiveFocalLoss(statistic="centered").level_params(logits, [t, t])
+    assert released.tolist() == [1.5, 1.5]
+    assert centered[0].item() == pytest.approx(2.0, abs=1e-5)
+    assert centered[1].item() == pytest.approx(2.0 + math.log(0.1 / 0.15), abs=1e-5)  # inside the clamp
+
+
+def test_centered_statistic_falls_back_to_gamma_and_stays_finite():
+    logits = [torch.full((2, 1), -200.0), torch.zeros(3, 1)]
+    targets = [torch.ones(2, 1), torch.zeros(3, 1)]
+    _, stats = ProgressiveFocalLoss(gamma=2.2, delta=0.4, w=0.5, statistic="centered")(logits, targets, 2.0)
+    assert stats["gamma"].tolist() == pytest.approx([2.6, 2.2])  # p = sigmoid(-200): C_l finite, upper clamp
+    assert torch.isfinite(stats["statistic"]).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_finite_for_extreme_logits_low_precision_and_empty_levels(dtype):
     logits = [torch.tensor([[100.0, -100.0], [-100.0, 100.0]]), torch.zeros(0, 2), torch.full((3, 2), 100.0)]
@@ -171,7 +201,7 @@ class _SyncRecorder(torch.overrides.TorchFunctionMode):
 def test_loss_path_makes_no_host_sync():
     logits, targets = binary_levels()
     with _SyncRecorder() as recorder:
-        for statistic in ("released", "paper"):
+        for statistic in ("released", "paper", "centered"):
             for reduction in ("sum", "mean"):
                 ProgressiveFocalLoss(statistic=statistic, reduction=reduction)(logits, targets, torch.tensor(9.0))
     assert recorder.calls == []

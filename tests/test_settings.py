@@ -21,7 +21,7 @@ def test_pfl_defaults_come_from_the_core():
     ({"pfl_gamma": 1.0, "pfl_delta": 0.25, "pfl_w": 0.75}, "pfl_w=0.75 must be < pfl_gamma - pfl_delta = 0.75"),
     ({"pfl_delta": 2.0}, "pfl_delta=2.0 must be >= 0 and < pfl_gamma=2.0"),
     ({"pfl_gamma": True}, "pfl_gamma=True must be a number"),
-    ({"pfl_statistic": "median"}, "pfl_statistic='median' must be one of released, paper"),
+    ({"pfl_statistic": "median"}, "pfl_statistic='median' must be one of released, paper, centered"),
     ({"lrp_reduction": "max"}, "lrp_reduction='max' must be one of sum, mean"),
     ({"pfl_form": "vfl"}, "pfl_form='vfl' must be one of focal, varifocal, negatives"),
     ({"lrp": "yes"}, "lrp='yes' must be true or false"),

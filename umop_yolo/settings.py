@@ -27,7 +27,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_delta": (_PFL["pfl_delta"], "half-width of gamma's clamp: gamma_l in [gamma - delta, gamma + delta] (Eq. 4)"),
     "pfl_w": (_PFL["pfl_w"], "alpha_l = w / gamma_l (Eq. 5); 0.5 gives alpha = 0.25 at gamma = 2"),
     "pfl_statistic": (_PFL["pfl_statistic"], "C_l: 'released' = mean -log p over positives, 'paper' = -log of "
-                                             "mean p (Eq. 4)"),
+                                             "mean p (Eq. 4), 'centered' = gamma + mean log(t / p) over positives "
+                                             "(soft targets)"),
     "pfl_form": (_PFL["pfl_form"], "loss form with (gamma_l, alpha_l): 'focal' = Eq. 3 (quality focal on soft "
                                    "targets), 'varifocal' = t BCE on positives, 'negatives' = stock BCE with focal "
                                    "negatives"),

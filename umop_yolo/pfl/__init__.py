@@ -19,6 +19,13 @@ which is exactly Eq. (3) for t in {0, 1} and, for soft t, is minimised at p = t.
 each positive against its own target: "p" becomes p / t (capped at 1), so a positive that has reached its IoU-aware
 score counts as learned. For 0/1 targets both statistics are exactly the paper's / the released code's.
 
+That ratio saturates on IoU-aware targets: a positive that reaches its small target counts as learned, so C_l falls
+below gamma - delta within a few epochs and Eq. (4) leaves every level at the lower clamp (docs/yolo_soft_targets.md).
+`statistic="centered"` keeps the signed log-ratio instead, centred on gamma: C_l = gamma + mean over positives of
+log(t / p). A level whose positives sit on their targets gets gamma, one below them more focusing, one above them
+less, so gamma_l follows each level's calibration for all of training. For 0/1 targets it is gamma + mean(-log p),
+not the paper's statistic.
+
 Forms (`form`), each with the level's (gamma_l, alpha_l) of Eq. (4)-(5); negatives are the entries with t = 0:
     focal      alpha_t |t - p|^gamma BCE(p, t)                                  (the above; Eq. 3 for 0/1 targets)
     varifocal  positives t BCE(p, t); negatives alpha p^gamma BCE(p, 0)         (VarifocalNet's asymmetric form)
@@ -33,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from umop_yolo.distributed import mean_across_ranks
@@ -40,7 +48,7 @@ from umop_yolo.errors import UserInputError
 from umop_yolo.pfl.forms import TINY, focal_loss
 from umop_yolo.pfl.single_label import SingleLabelFocal, top_class
 
-STATISTICS = ("released", "paper")
+STATISTICS = ("released", "paper", "centered")
 FORMS = ("focal", "varifocal", "negatives")
 REDUCTIONS = ("sum", "mean")
 CHOICES = {"statistic": STATISTICS, "reduction": REDUCTIONS, "form": FORMS}
@@ -100,6 +108,9 @@ def statistic_terms(logits: Tensor, targets: Tensor, statistic: str = "released"
         counted = pos & (nll > 0)
         relative = (nll + t.clamp_min(TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
         return torch.where(counted, relative, 0.0), counted.float()
+    if statistic == "centered":
+        log_ratio = t.clamp_min(TINY).log() - F.logsigmoid(x)  # signed log(t / p), stable for any logit
+        return torch.where(pos, log_ratio, 0.0), pos.float()
     return torch.minimum(p, t) * pos, t * pos
 
 
@@ -111,6 +122,7 @@ def level_statistic(logits: Tensor, targets: Tensor, statistic: str = "released"
               sigmoid rounds to 1) are dropped, and a positive below x ~ -104 (sigmoid underflows to 0) gives +inf,
               so gamma_l goes to the upper clamp (Eq. 4).
     paper:    num = sum over positives of min(p, t), den = sum of their targets; C_l = -log(num / den), Eq. (4).
+    centered: num = sum over positive entries of log(t / p), den = their count; C_l = gamma + num / den.
     """
     num, den = statistic_terms(logits, targets, statistic)
     return num.sum(), den.sum()
@@ -123,7 +135,8 @@ class ProgressiveFocalLoss:
         gamma: centre of the focusing parameter's range (2.0 in the paper).
         delta: gamma_l = clamp(C_l, gamma - delta, gamma + delta), Eq. (4). delta = 0 gives plain focal loss.
         w: alpha_l = w / gamma_l, Eq. (5). w = 0.5 keeps alpha = 0.25 at gamma = 2.
-        statistic: "released" (authors' code: mean of -log p over positives) or "paper" (Eq. 4: -log of mean p).
+        statistic: "released" (authors' code: mean of -log p over positives), "paper" (Eq. 4: -log of mean p) or
+            "centered" (gamma + mean log(t / p) over positives, for soft targets: see the module docstring).
         reduction: "sum" (authors' code: every level summed, divided by the batch's total positives) or "mean"
             (Eq. 1: mean over levels of each level's loss / its own positives).
         levelwise: True = LRP, one gamma_l per level; False = one gamma from all levels' positives (PFL alone).
@@ -160,7 +173,10 @@ class ProgressiveFocalLoss:
         if not self.levelwise:  # one statistic over the positives of all levels
             num, den = num.sum().expand_as(num), den.sum().expand_as(den)
         ratio = num / den.clamp_min(TINY)
-        c = ratio if self.statistic == "released" else -ratio.clamp_min(TINY).log()
+        if self.statistic == "paper":
+            c = -ratio.clamp_min(TINY).log()
+        else:
+            c = ratio + self.gamma if self.statistic == "centered" else ratio
         c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
         c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
         gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
