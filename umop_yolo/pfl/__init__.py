@@ -102,15 +102,15 @@ def statistic_terms(logits: Tensor, targets: Tensor, statistic: str = "released"
     """Per-entry terms of `level_statistic`'s numerator and denominator (fp32, detached)."""
     x, t = logits.detach().float(), targets.detach().float()
     pos = t > 0
+    if statistic == "centered":
+        log_ratio = t.clamp_min(TINY).log() - F.logsigmoid(x)  # signed log(t / p), stable for any logit
+        return torch.where(pos, log_ratio, 0.0), pos.float()
     p = x.sigmoid()
     if statistic == "released":
         nll = -p.log()  # the released rounding, not the stable -logsigmoid(x)
         counted = pos & (nll > 0)
         relative = (nll + t.clamp_min(TINY).log()).clamp_min(0.0)  # -log(min(p / t, 1))
         return torch.where(counted, relative, 0.0), counted.float()
-    if statistic == "centered":
-        log_ratio = t.clamp_min(TINY).log() - F.logsigmoid(x)  # signed log(t / p), stable for any logit
-        return torch.where(pos, log_ratio, 0.0), pos.float()
     return torch.minimum(p, t) * pos, t * pos
 
 
@@ -175,8 +175,10 @@ class ProgressiveFocalLoss:
         ratio = num / den.clamp_min(TINY)
         if self.statistic == "paper":
             c = -ratio.clamp_min(TINY).log()
+        elif self.statistic == "centered":
+            c = ratio + self.gamma
         else:
-            c = ratio + self.gamma if self.statistic == "centered" else ratio
+            c = ratio
         c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
         c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
         gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
