@@ -20,7 +20,7 @@ each positive against its own target: "p" becomes p / t (capped at 1), so a posi
 score counts as learned. For 0/1 targets both statistics are exactly the paper's / the released code's.
 
 That ratio saturates on IoU-aware targets: a positive that reaches its small target counts as learned, so C_l falls
-below gamma - delta within a few epochs and Eq. (4) leaves every level at the lower clamp (docs/yolo_soft_targets.md).
+below gamma - delta within a few epochs and Eq. (4) leaves every level at the lower clamp (docs/yolo_heads.md).
 `statistic="centered"` keeps the signed log-ratio instead, centred on gamma: C_l = gamma + mean over positives of
 log(t / p). A level whose positives sit on their targets gets gamma, one below them more focusing, one above them
 less, so gamma_l follows each level's calibration for all of training. For 0/1 targets it is gamma + mean(-log p),
