@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers: a private dataset cache, a tiny generated dataset, where ../shared lives, tiny
+"""Shared fixtures and functions: a private dataset cache, a tiny generated dataset, where ../shared lives, tiny
 training arguments, a training batch and a CSV reader."""
 
 import csv

@@ -1,4 +1,4 @@
-"""MMDetection-style schedule helpers and the experiment YAMLs that reproduce the paper's RetinaNet / ATSS rows."""
+"""MMDetection-style schedule functions and the experiment YAMLs that reproduce the paper's RetinaNet / ATSS rows."""
 
 import re
 

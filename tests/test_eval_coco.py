@@ -1,4 +1,4 @@
-"""Pure COCO helpers: ground truth from YOLO labels and its cache, category/image mapping, COCOeval, table rows."""
+"""Pure COCO functions: ground truth from YOLO labels and its cache, category/image mapping, COCOeval, table rows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DDP helpers of the core: nothing here imports Ultralytics or the rest of the package."""
+"""DDP functions of the core: nothing here imports Ultralytics or the rest of the package."""
 
 from __future__ import annotations
 
