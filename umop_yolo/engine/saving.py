@@ -4,8 +4,8 @@
 then moves each file over its final name, so a crash leaves either the old or the new complete file. A save removes
 only its own folder; folders of killed processes are removed by `remove_leftovers` when the next training has locked
 the run directory (`run_lock`), so no live save is touched. `trim_epochs` cuts the per-epoch logs back to the saved
-checkpoint. `saved_as_ultralytics()` writes a YOLO model as Ultralytics' own class. Loading checkpoints is
-`engine.checkpoint`.
+checkpoint; `results_row` orders a results.csv row. `saved_as_ultralytics()` writes a YOLO model as Ultralytics'
+own class. Loading checkpoints is `engine.checkpoint`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ultralytics.utils import LOGGER
 
 from umop_yolo.atomic import replace_file, write_text_atomic
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.eval.metrics import COCO_KEYS
 
 PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
 
@@ -140,3 +141,16 @@ def trim_epochs(csv: Path, epochs: int) -> None:
     kept = lines[:1] + [row for row in lines[1:] if complete_and_saved(row)]
     if kept != lines:
         write_text_atomic(csv, "".join(kept), prefix=PARTIAL_PREFIX, durable=True)
+
+
+def results_row(metrics: dict[str, Any], levels: dict[str, float], csv: Path) -> dict[str, Any]:
+    """One epoch's results.csv values in column order: Ultralytics' columns first, in its order (so tools that read
+    them by position still work), then the COCO columns, then the per-level means. A results.csv that exists with the
+    same columns in another order (a run started by an older version, resumed) keeps its header's order."""
+    coco = {k: metrics[k] for k in COCO_KEYS if k in metrics}
+    row = {**{k: v for k, v in metrics.items() if k not in coco}, **coco, **levels}
+    header = []
+    if csv.is_file():
+        with open(csv, encoding="utf-8") as f:
+            header = [name.strip() for name in f.readline().split(",")[2:]]  # after `epoch` and `time`
+    return {k: row[k] for k in header} if sorted(header) == sorted(row) else row
