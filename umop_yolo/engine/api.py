@@ -27,8 +27,8 @@ class UmopYOLO(Model):
     `model` is resolved as `umop` resolves `model=`: a bare name in cfg/models (`atss_r18_fpn.yaml`), one of
     Ultralytics' architecture YAMLs (`yolov8n.yaml`), or an existing `.pt` (never downloaded). Keyword arguments of
     train/val/predict/export are checked and completed as `umop MODE key=value` does (experiment `cfg=`, runs under
-    the current directory). A `.pt` is loaded with the restricted unpickler (`umop_yolo.engine.checkpoint`) unless
-    `trust_checkpoint=True`, which later `train()`/`val()`/... calls inherit.
+    `<runs_dir>/detect`, Ultralytics' `runs_dir` setting). A `.pt` is loaded with the restricted unpickler
+    (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`, which later `train()`/`val()`/... calls inherit.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class UmopYOLO(Model):
         return super().val(validator, **args)
 
     def predict(self, source: Any = None, stream: bool = False, predictor: Any = None, **kwargs: Any) -> Any:
-        """Predict as `umop predict` (keys checked, runs under the current directory); conf/iou/max_det default to the
+        """Predict as `umop predict` (keys checked, runs under `<runs_dir>/detect`); conf/iou/max_det default to the
         checkpoint's training's."""
         args = mode_args("predict", kwargs, "predict()")
         args.update(training_test_args(self.ckpt, args))
