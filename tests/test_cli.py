@@ -211,6 +211,8 @@ def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
     import socket
     from importlib import metadata
 
+    from ultralytics.utils.cpu import CPUInfo
+
     import umop_yolo
 
     def no_network(*args):
@@ -222,6 +224,11 @@ def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
     rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
     assert rows["umop_yolo"] == umop_yolo.__version__ and rows["ultralytics"] == metadata.version("ultralytics")
     assert {"python", "torch", "torchvision", "pycocotools", "faster-coco-eval", "cpu", "cuda"} <= set(rows)
+    assert rows["cpu"].startswith(f"{CPUInfo.name()} (")  # the model, as `lscpu` names it
+    monkeypatch.setattr(CPUInfo, "name", staticmethod(lambda: "Test CPU 9000"))
+    assert main(["checks"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert rows["cpu"].startswith("Test CPU 9000 (")
     assert run_main(["version", "epochs=1"], capsys) == (2, "umop: error: version takes no arguments, got 'epochs=1'")
 
 
