@@ -10,7 +10,6 @@ own class. Loading checkpoints is `engine.checkpoint`.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,27 +19,13 @@ from typing import Any
 
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 from umop_yolo.atomic import replace_file, write_text_atomic
+from umop_yolo.engine.log_rewrite import rewritten_log
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.eval.metrics import COCO_KEYS
 
 PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
-
-
-class _FinalPaths(logging.Filter):
-    """Log lines name a file's final path, not its place in the temporary folder (`Optimizer stripped from ...`)."""
-
-    def __init__(self, tmp: Path, final: Path) -> None:
-        super().__init__()
-        self.tmp, self.final = str(tmp), str(final)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.tmp in message:
-            record.msg, record.args = message.replace(self.tmp, self.final), None
-        return True
 
 
 @contextmanager
@@ -53,19 +38,17 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     wdir, last, best = trainer.wdir, trainer.last, trainer.best
     wdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
-    paths = _FinalPaths(tmp, wdir)
-    LOGGER.addFilter(paths)
     try:
-        if copy_existing:
-            for f in (last, best):
-                if f.is_file():
-                    shutil.copyfile(f, tmp / f.name)
-        trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
-        yield
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
-            replace_file(f, wdir / f.name, durable=True)
+        with rewritten_log(lambda message: message.replace(str(tmp), str(wdir))):  # log lines name the final paths
+            if copy_existing:
+                for f in (last, best):
+                    if f.is_file():
+                        shutil.copyfile(f, tmp / f.name)
+            trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
+            yield
+            for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
+                replace_file(f, wdir / f.name, durable=True)
     finally:
-        LOGGER.removeFilter(paths)
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
         shutil.rmtree(tmp, ignore_errors=True)
 
