@@ -1,4 +1,5 @@
-"""The GPU check of issue 14: every number it asks of one CUDA GPU, as one Markdown block for docs/benchmarks.md.
+"""The GPU check: UMOP's loss overhead, AMP throughput and peak memory on one CUDA GPU, as one Markdown block for
+docs/benchmarks.md.
 
     bash bench/gpu_check.sh                        # one CUDA GPU, synthetic data, a few minutes
     bash bench/gpu_check.sh --device cpu --tiny    # the same block at toy sizes on the CPU (CI runs this)
@@ -136,7 +137,7 @@ def throughput_section(mode: str, device: str, raw: dict) -> tuple[list[str], li
              "- settings from " + "; ".join(
                  f"{m}: cfg/{r['experiment']} (EMA {'on' if r['ema'] else 'off'}, Nesterov {r['nesterov']}, grad_clip "
                  f"{r['grad_clip']:g}, deterministic {r['deterministic']})" for m, r in per_case.items())
-             + "; AMP as issue 14 asks, whatever the experiment's `amp` (`--no-amp` measures fp32)",
+             + "; AMP on, whatever the experiment's `amp` (`--no-amp` measures fp32)",
              "- non-finite losses during the runs: " + ", ".join(f"{m} {r['nonfinite_losses']}"
                                                                  for m, r in per_case.items()),
              "- AMP loss scale before -> after the timed rounds (a drop: GradScaler skipped steps): " + ", ".join(
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
         return text
 
-    parts: list[tuple[str, Callable[..., tuple[list[str], list[str]]]]] = [  # the issue's headline numbers first
+    parts: list[tuple[str, Callable[..., tuple[list[str], list[str]]]]] = [  # the headline numbers first
         ("Training throughput, AMP (bench/step_throughput.py)", throughput_section),
         ("Loss overhead (bench/loss_overhead.py)", loss_section)]
     for title, section in parts:

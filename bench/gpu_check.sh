@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 14 (bench/gpu_check.py): one command, one CUDA GPU, synthetic data, a few minutes. Prints a
+# The GPU check (bench/gpu_check.py): one command, one CUDA GPU, synthetic data, a few minutes. Prints a
 # Markdown block for docs/benchmarks.md and writes it to $OUT/gpu_check.md (OUT unset: runs/gpu_check/).
 #
 #   bash bench/gpu_check.sh                       # CUDA: loss overhead, AMP throughput, peak memory

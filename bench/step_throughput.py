@@ -42,7 +42,7 @@ from umop_yolo.cfg import CFG_DIR, find_file, load_yaml
 EXPERIMENTS = {"atss": "atss_umop.yaml", "yolo": "yolov8n_umop.yaml"}  # optimiser and EMA settings of each case
 PAIRS = {"atss": [("focal", "umop=true"), ("umop=false", "umop=true")],
          "yolo": [("stock", "umop=true"), ("umop=false", "umop=true")]}
-GOALS = {"time_ratio": 1.02, "atss_images_per_s": 30.0}  # issue 14: ATSS R-50 + UMOP on one GPU, AMP, 1024 px, batch 8
+GOALS = {"time_ratio": 1.02, "atss_images_per_s": 30.0}  # targets: ATSS R-50 + UMOP on one GPU, AMP, 1024 px, batch 8
 
 
 def experiment_args(name: str) -> Any:

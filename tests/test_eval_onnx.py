@@ -30,12 +30,12 @@ def test_onnx_matches_pytorch_for_every_head(cfg, imgsz, tmp_path):
     assert_same_outputs(model, onnxruntime.InferenceSession(exported, providers=["CPUExecutionProvider"]), imgsz)
 
 
-def assert_same_outputs(model: torch.nn.Module, session: onnxruntime.InferenceSession, imgsz: int) -> None:
-    """The ONNX session and the PyTorch model give the same (1, 4 + nc, N) output on one random image."""
+def assert_same_outputs(model: torch.nn.Module, runtime: onnxruntime.InferenceSession, imgsz: int) -> None:
+    """ONNX Runtime and the PyTorch model give the same (1, 4 + nc, N) output on one random image."""
     x = torch.rand(1, 3, imgsz, imgsz)
     with torch.no_grad():
         expected = model.eval()(x)[0]
-    (output,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    (output,) = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})
     assert output.shape == expected.shape and output.shape[1] == 6  # xywh + 2 class scores per kept anchor
     # Dense heads sort anchors by score, and onnxruntime's ~1e-4 differences reorder near-equal scores: compare the
     # outputs as sets, each ONNX anchor matched to its nearest PyTorch anchor, the matching a permutation.
@@ -55,6 +55,6 @@ def test_dynamic_onnx_keeps_each_levels_top_k_cap_at_every_input_size(tmp_path):
     torch.nn.init.normal_(head.head.atss_cls.weight, std=1.0)  # spread scores: no near-ties where the top-k cuts
     model.task, model.pt_path = "detect", str(tmp_path / "tiny.pt")
     args = {"format": "onnx", "imgsz": 128, "batch": 1, "simplify": False, "device": "cpu", "dynamic": True}
-    session = onnxruntime.InferenceSession(Exporter(overrides=args)(model=model), providers=["CPUExecutionProvider"])
+    runtime = onnxruntime.InferenceSession(Exporter(overrides=args)(model=model), providers=["CPUExecutionProvider"])
     for imgsz in (64, 128, 192):
-        assert_same_outputs(model, session, imgsz)
+        assert_same_outputs(model, runtime, imgsz)

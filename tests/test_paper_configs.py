@@ -1,4 +1,4 @@
-"""The paper's experiment YAMLs train as MMDetection does (issue 14, item 2): SGD without Nesterov, weight decay on
+"""The paper's experiment YAMLs train as MMDetection does: SGD without Nesterov, weight decay on
 every parameter, linear warmup from 0.001 x lr, no EMA, fp32, best.pt = the last epoch; `epochs=` scales `lr_steps`.
 The YOLO experiments keep Ultralytics' own optimisation."""
 

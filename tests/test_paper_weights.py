@@ -1,4 +1,4 @@
-"""ImageNet backbone weights (issue 14, item 1): a training whose weights are missing, unreadable or for another
+"""ImageNet backbone weights: a training whose weights are missing, unreadable or for another
 architecture stops in one line before any run directory exists; `backbone_weights=` takes a torchvision or mmcv .pth;
 a built model keeps no path of the file, and a model rebuilt from a checkpoint never reads ImageNet weights again."""
 
