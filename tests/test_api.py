@@ -17,6 +17,7 @@ from umop_yolo.data import resolve
 from umop_yolo.engine import api
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 
@@ -113,3 +114,13 @@ def test_a_missing_module_in_an_exporter_is_a_user_error_unless_it_is_ours(modul
     if expected is UserInputError:
         hint = "umop-yolo[export]" if module.startswith("onnxslim") else "install it"
         assert f"needs the package '{module.split('.')[0]}'" in str(error.value) and hint in str(error.value)
+
+
+def test_readme_names_the_attribute_that_holds_the_coco_ap():
+    """`model.val()` returns the validator's CocoDetMetrics; the README's comment names where COCO AP is in it."""
+    line = next(x for x in (PACKAGE_DIR.parent / "README.md").read_text().splitlines() if x.startswith("metrics = "))
+    attribute, key = re.search(r'# metrics\.(\w+)\["(\w+)"\]: COCO AP', line).groups()
+    metrics = CocoDetectionValidator().metrics  # what Model.val returns
+    metrics.coco["AP"] = 0.42
+    assert getattr(metrics, attribute)[key] == metrics.results_dict["metrics/AP(COCO)"] == metrics.fitness == 0.42
+    assert metrics.box.map == 0.0  # Ultralytics' mAP50-95 is another number
