@@ -34,6 +34,7 @@ class RunLock:
         if self._lock is not None:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # held by the process, whichever thread releases it; never a soft lock (a crash would leave it taken)
         lock = FileLock(self.run_dir / LOCK_NAME, blocking=False, thread_local=False, fallback_to_soft=False)
         try:
             lock.acquire()
