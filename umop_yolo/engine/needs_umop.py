@@ -10,9 +10,8 @@ None)` and its state, where the class is looked up only after a check made of st
 Without umop_yolo, `find_spec` finds nothing and the check raises `KeyError: 'this checkpoint needs umop_yolo: pip
 install its source folder ...'` (what installs it), which Ultralytics passes on unchanged, before any name of ours is
 imported. With umop_yolo installed the class is imported as before, so stock `yolo val/predict model=<dense .pt>`
-works. Our own loader gives
-these names stand-ins that do only this (`safe_pickle`); checkpoints written before name the class directly and load
-as they did.
+works. Our own loader gives these names stand-ins that do only this (`safe_pickle`); checkpoints written before name
+the class directly and load as they did.
 """
 
 from __future__ import annotations
