@@ -1,11 +1,11 @@
 """Shared fixtures and functions: a private dataset cache, a tiny generated dataset, where ../shared lives, tiny
-training arguments, a training batch and a CSV reader."""
+training arguments, a training batch, a CSV reader and the messages Ultralytics logs."""
 
 import csv
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,17 +40,29 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-@pytest.fixture
-def warnings_seen():
-    """Messages Ultralytics' LOGGER warns while the test runs (it does not propagate to caplog)."""
+def ultralytics_messages(level: int) -> Iterator[list[str]]:
+    """Messages of `level` and above that Ultralytics' LOGGER emits (after its filters) until the generator closes;
+    the LOGGER does not propagate to caplog."""
     from ultralytics.utils import LOGGER
 
     seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
+    handler = logging.Handler(level)
     handler.emit = lambda record: seen.append(record.getMessage())
     LOGGER.addHandler(handler)
     yield seen
     LOGGER.removeHandler(handler)
+
+
+@pytest.fixture
+def warnings_seen() -> Iterator[list[str]]:
+    """Messages Ultralytics' LOGGER warns while the test runs."""
+    yield from ultralytics_messages(logging.WARNING)
+
+
+@pytest.fixture
+def messages_logged() -> Iterator[list[str]]:
+    """Every message Ultralytics' LOGGER emits while the test runs."""
+    yield from ultralytics_messages(logging.INFO)
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from ultralytics.engine.model import Model
 
 import umop_yolo
 from umop_yolo import UmopYOLO
-from umop_yolo.cfg import MODELS_DIR, PACKAGE_DIR
+from umop_yolo.cfg import MODELS_DIR, PACKAGE_DIR, runs_dir
 from umop_yolo.cli import main
 from umop_yolo.data import resolve
 from umop_yolo.engine import api
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 
@@ -62,7 +63,7 @@ def test_train_takes_the_experiment_of_its_model_or_the_default_one(seen):
     UmopYOLO("yolov8n.yaml").train(cfg="yolov8n_umop.yaml", epochs=1)
     args = seen.pop("train")
     assert args["cls"] == 2.0 and args["epochs"] == 1 and args["data"] == "shapes.yaml" and "model" not in args
-    assert args["project"] == str(Path.cwd() / "runs" / "detect")
+    assert args["project"] == str(runs_dir() / "detect")  # Ultralytics' runs_dir setting (test_cli varies it)
     UmopYOLO("atss_r18_fpn.yaml").train(epochs=1)  # no cfg=: the default experiment, as `umop train`, on this model
     assert seen["train"]["umop"] is True and "model" not in seen["train"]
     with pytest.raises(UserInputError, match="unknown key 'epoch' in train()"):
@@ -113,3 +114,13 @@ def test_a_missing_module_in_an_exporter_is_a_user_error_unless_it_is_ours(modul
     if expected is UserInputError:
         hint = "umop-yolo[export]" if module.startswith("onnxslim") else "install it"
         assert f"needs the package '{module.split('.')[0]}'" in str(error.value) and hint in str(error.value)
+
+
+def test_readme_names_the_attribute_that_holds_the_coco_ap():
+    """`model.val()` returns the validator's CocoDetMetrics; the README's comment names where COCO AP is in it."""
+    line = next(x for x in (PACKAGE_DIR.parent / "README.md").read_text().splitlines() if x.startswith("metrics = "))
+    attribute, key = re.search(r'# metrics\.(\w+)\["(\w+)"\]: COCO AP', line).groups()
+    metrics = CocoDetectionValidator().metrics  # what Model.val returns
+    metrics.coco["AP"] = 0.42
+    assert getattr(metrics, attribute)[key] == metrics.results_dict["metrics/AP(COCO)"] == metrics.fitness == 0.42
+    assert metrics.box.map == 0.0  # Ultralytics' mAP50-95 is another number

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -133,16 +132,43 @@ def test_convert_mode_writes_a_yolo_dataset_from_coco_json(tmp_path, capsys):
     assert data["val_json"] == str(tmp_path / "coco" / "annotations" / "instances_val.json")
 
 
-def test_runs_go_under_the_current_directory_unless_project_is_given(monkeypatch, tmp_path):
-    import umop_yolo.cli as cli
+@pytest.mark.parametrize("runs_dir", ["runs", "settings-runs", "/abs/runs"])
+def test_runs_go_under_ultralytics_runs_dir_setting_unless_project_is_given(monkeypatch, tmp_path, runs_dir):
+    import ultralytics.utils
 
+    monkeypatch.setattr(ultralytics.utils, "SETTINGS", {"runs_dir": runs_dir})  # `yolo settings runs_dir=...`
+    monkeypatch.chdir(tmp_path)  # a relative runs_dir is taken from here
     weights = tmp_path / "x.pt"
     weights.touch()
     seen = []
-    monkeypatch.setitem(cli.MODES, "val", seen.append)
-    cli.run("val", [f"model={weights}"])
+    for mode in ("train", "val", "predict"):
+        monkeypatch.setitem(cli.MODES, mode, seen.append)
+        cli.run(mode, [f"model={weights}"])
     cli.run("val", [f"model={weights}", "project=/elsewhere"])
-    assert [a["project"] for a in seen] == [str(Path.cwd() / "runs" / "detect"), "/elsewhere"]
+    expected = str((tmp_path / runs_dir / "detect").resolve())  # an absolute runs_dir replaces tmp_path
+    assert [a["project"] for a in seen] == [expected] * 3 + ["/elsewhere"]
+
+
+def test_ablation_runs_go_under_ultralytics_runs_dir_setting(monkeypatch, tmp_path):
+    import ultralytics.utils
+
+    from umop_yolo.ablate import runner
+
+    monkeypatch.setattr(ultralytics.utils, "SETTINGS", {"runs_dir": str(tmp_path / "elsewhere")})
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(out, *args):  # called with the output folder before any training: stop there
+        seen.append(out)
+        raise Stop
+
+    monkeypatch.setattr(runner, "check_settings", stop)
+    for args in ({}, {"project": str(tmp_path / "given")}):
+        with pytest.raises(Stop):
+            runner.run_ablation({"epochs": 1, **args})
+    assert seen == [tmp_path / "elsewhere" / "ablate" / "ablation", tmp_path / "given" / "ablation"]
 
 
 @pytest.mark.parametrize("argv", [[], ["help"], ["--help"], ["-h"], ["train", "help"], ["detect", "val", "--help"]])
@@ -185,6 +211,8 @@ def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
     import socket
     from importlib import metadata
 
+    from ultralytics.utils.cpu import CPUInfo
+
     import umop_yolo
 
     def no_network(*args):
@@ -196,6 +224,11 @@ def test_version_and_checks_read_only_local_information(capsys, monkeypatch):
     rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
     assert rows["umop_yolo"] == umop_yolo.__version__ and rows["ultralytics"] == metadata.version("ultralytics")
     assert {"python", "torch", "torchvision", "pycocotools", "faster-coco-eval", "cpu", "cuda"} <= set(rows)
+    assert rows["cpu"].startswith(f"{CPUInfo.name()} (")  # the model, as `lscpu` names it
+    monkeypatch.setattr(CPUInfo, "name", staticmethod(lambda: "Test CPU 9000"))
+    assert main(["checks"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines())
+    assert rows["cpu"].startswith("Test CPU 9000 (")
     assert run_main(["version", "epochs=1"], capsys) == (2, "umop: error: version takes no arguments, got 'epochs=1'")
 
 

@@ -172,6 +172,13 @@ def test_plain_ultralytics_says_a_dense_checkpoint_needs_umop_yolo_and_installs_
         assert "\n" not in error
 
 
+def test_needs_umop_yolo_names_what_installs_it():
+    """No package index serves umop-yolo: the message names a source-folder install or a wheel built by `pip wheel`
+    (what test_install builds and installs), in one line."""
+    assert "pip install umop-yolo" not in NEEDS_UMOP_YOLO and "\n" not in NEEDS_UMOP_YOLO
+    assert "pip install path/to/umop-yolo" in NEEDS_UMOP_YOLO and NEEDS_UMOP_YOLO.endswith("pip wheel --no-deps .")
+
+
 def test_plain_ultralytics_loads_a_dense_checkpoint_where_umop_yolo_is_installed(tmp_path):
     """Stock `YOLO(dense.pt)` / `yolo predict` unpickle the classes of umop_yolo where it is installed (as here)."""
     path = tmp_path / "retinanet.pt"

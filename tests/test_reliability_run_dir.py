@@ -1,6 +1,6 @@
 """One training per run directory: a second training into a locked run stops in one line and changes nothing; a lock
 of a killed process does not block; a save removes only its own temporary folder; the next training removes what
-killed ones left, and the log names final paths."""
+killed ones left, and the log names final paths; the package imports where fcntl is unavailable."""
 
 import logging
 import signal
@@ -82,6 +82,18 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path, lock_holder):
     holder.wait()
     with RunLock(tmp_path / "run"):
         pass
+
+
+@pytest.mark.slow
+def test_package_imports_where_fcntl_is_unavailable(tmp_path):
+    """As on Windows: the run lock needs no fcntl, so the package, its API and CLI import without it."""
+    probe = ("import sys; sys.modules['fcntl'] = None\n"  # `import fcntl` now raises ImportError
+             "import umop_yolo, umop_yolo.cli, umop_yolo.engine.trainer\n"
+             "from umop_yolo import UmopYOLO\n"
+             "print(UmopYOLO.__name__)")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["UmopYOLO"]
 
 
 def test_a_save_removes_only_its_own_temporary_folder(tmp_path):

@@ -165,12 +165,20 @@ def experiment_name(mode: str, overrides: dict[str, Any]) -> str | None:
 
 def mode_args(mode: str, overrides: dict[str, Any], source: str = "the command line") -> dict[str, Any]:
     """The arguments a mode runs with, for `umop MODE` and `UmopYOLO` alike: its experiment (`experiment_name`) under
-    the overrides, values checked, and runs under the current directory unless `project=` is given."""
+    the overrides, values checked, and runs in `<runs_dir>/detect` (`runs_dir()`) unless `project=` is given."""
     overrides = dict(overrides)
     cfg = experiment_name(mode, overrides)
     overrides.pop("cfg", None)
     args = experiment_args(cfg, overrides, source)
     check_values(args, training=mode in {"train", "ablate"})
     if mode in {"train", "val", "predict", "analyze"} and not overrides.get("resume"):
-        args.setdefault("project", str(Path.cwd() / "runs" / "detect"))  # not Ultralytics' user-settings runs_dir
+        args.setdefault("project", str(runs_dir() / "detect"))
     return args
+
+
+def runs_dir() -> Path:
+    """Ultralytics' `runs_dir` setting (`yolo settings runs_dir=...`; `runs` by default), where `yolo` puts its runs;
+    a relative one is taken from the current directory."""
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["runs_dir"]).resolve()

@@ -99,13 +99,15 @@ def _installed(package: str) -> str:
 
 
 def checks() -> str:
-    """Versions of Python, umop_yolo and the packages it uses; CPU and accelerators (read locally, offline)."""
+    """Versions of Python, umop_yolo and the packages it uses; the CPU model and accelerators (read locally,
+    offline)."""
     import torch
+    from ultralytics.utils.cpu import CPUInfo  # the model name from /proc/cpuinfo, sysctl or the registry
 
     rows = [("python", platform.python_version()), ("umop_yolo", __version__)]
     rows += [(package, _installed(package)) for package in (*PACKAGES, *OPTIONAL)]
     rows.append(("os", platform.platform()))
-    rows.append(("cpu", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    rows.append(("cpu", f"{CPUInfo.name()} ({platform.machine()}), {os.cpu_count()} cores, "
                         f"{torch.get_num_threads()} torch threads"))
     if torch.cuda.is_available():
         names = ", ".join(f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))

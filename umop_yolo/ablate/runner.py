@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from umop_yolo.ablate.report import run_name, write_report
-from umop_yolo.cfg import ConfigError
+from umop_yolo.cfg import ConfigError, runs_dir
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.eval.metrics import COCO_KEYS
 
@@ -151,7 +151,7 @@ def run_ablation(args: dict[str, Any]) -> Path:
     for key in PER_RUN_KEYS:
         if key in args:
             raise ConfigError(f"{key}= is set per run by umop ablate (seeds= picks the seeds); leave it out")
-    out = (Path(args.pop("project", "runs/ablate")) / str(args.pop("name", "ablation"))).resolve()
+    out = (Path(args.pop("project", runs_dir() / "ablate")) / str(args.pop("name", "ablation"))).resolve()
     common = {"val": True, **{k: v for k, v in args.items() if k not in SWITCHES}}
     if not common["val"]:
         raise ConfigError("val=false: the ablation needs every epoch's COCO AP")

@@ -12,6 +12,7 @@ from umop_yolo.cfg import experiment_args, mode_args, resolve_model
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
+from umop_yolo.engine.log_rewrite import rewritten_log, umop_commands
 from umop_yolo.engine.predictor import CocoDetectionPredictor
 from umop_yolo.engine.saving import saved_as_ultralytics
 from umop_yolo.engine.trainer import UmopTrainer
@@ -27,8 +28,8 @@ class UmopYOLO(Model):
     `model` is resolved as `umop` resolves `model=`: a bare name in cfg/models (`atss_r18_fpn.yaml`), one of
     Ultralytics' architecture YAMLs (`yolov8n.yaml`), or an existing `.pt` (never downloaded). Keyword arguments of
     train/val/predict/export are checked and completed as `umop MODE key=value` does (experiment `cfg=`, runs under
-    the current directory). A `.pt` is loaded with the restricted unpickler (`umop_yolo.engine.checkpoint`) unless
-    `trust_checkpoint=True`, which later `train()`/`val()`/... calls inherit.
+    `<runs_dir>/detect`, Ultralytics' `runs_dir` setting). A `.pt` is loaded with the restricted unpickler
+    (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`, which later `train()`/`val()`/... calls inherit.
     """
 
     def __init__(
@@ -75,31 +76,35 @@ class UmopYOLO(Model):
                                  f"'{Path(held).name}': use UmopYOLO('{Path(named).name}').train(cfg='{cfg}')")
 
     def val(self, validator: Any = None, **kwargs: Any) -> Any:
-        """Validate as `umop val`: data defaults to the data the checkpoint was trained on; bare names are looked up in
-        data/ (checked here: Ultralytics would try to download a missing dataset); conf/iou/max_det default to the
-        checkpoint's training's."""
+        """Validate as `umop val`: data defaults to the data the checkpoint was trained on (required where the model
+        records none); bare names are looked up in data/ (checked here: Ultralytics would try to download a missing
+        dataset); conf/iou/max_det default to the checkpoint's training's."""
         args = mode_args("val", kwargs, "val()")
         args.update(training_test_args(self.ckpt, args))
         data = args.get("data") or self.overrides.get("data")
-        if data:
-            args["data"] = resolve_data(data)
+        if not data:  # an exported file or a YAML model: Ultralytics would download coco8 instead
+            name = Path(str(self.overrides.get("model"))).name
+            raise UserInputError(f"model '{name}' records no dataset: give data=")
+        args["data"] = resolve_data(data)
         return super().val(validator, **args)
 
     def predict(self, source: Any = None, stream: bool = False, predictor: Any = None, **kwargs: Any) -> Any:
-        """Predict as `umop predict` (keys checked, runs under the current directory); conf/iou/max_det default to the
+        """Predict as `umop predict` (keys checked, runs under `<runs_dir>/detect`); conf/iou/max_det default to the
         checkpoint's training's."""
         args = mode_args("predict", kwargs, "predict()")
         args.update(training_test_args(self.ckpt, args))
         return super().predict(source, stream, predictor, **args)
 
     def export(self, **kwargs: Any) -> Any:
-        """Export as `umop export`; a missing exporter package stops with one line naming what to install."""
+        """Export as `umop export`; a missing exporter package stops with one line naming what to install. The log's
+        closing hints name `umop predict` / `umop val`, which run the exported file, not `yolo`'s."""
         args = mode_args("export", kwargs, "export()")
         fmt = str(args.get("format", "torchscript")).lower()
         try:
             if fmt == "onnx":
                 importlib.import_module("onnx")  # before the exporter logs its own failure
-            return super().export(**args)
+            with rewritten_log(umop_commands):
+                return super().export(**args)
         except ModuleNotFoundError as e:
             package = (e.name or "").partition(".")[0]
             if package in {"", "umop_yolo", "ultralytics"}:

@@ -7,11 +7,11 @@ None)` and its state, where the class is looked up only after a check made of st
 
     getitem({"umop_yolo": None}, getitem((NEEDS_UMOP_YOLO, "umop_yolo"), truth(find_spec("umop_yolo"))))
 
-Without umop_yolo, `find_spec` finds nothing and the check raises `KeyError: 'this checkpoint needs umop_yolo (pip
-install umop-yolo)'`, which Ultralytics passes on unchanged, before any name of ours is imported. With umop_yolo
-installed the class is imported as before, so stock `yolo val/predict model=<dense .pt>` works. Our own loader gives
-these names stand-ins that do only this (`safe_pickle`); checkpoints written before name the class directly and load
-as they did.
+Without umop_yolo, `find_spec` finds nothing and the check raises `KeyError: 'this checkpoint needs umop_yolo: pip
+install its source folder ...'` (what installs it), which Ultralytics passes on unchanged, before any name of ours is
+imported. With umop_yolo installed the class is imported as before, so stock `yolo val/predict model=<dense .pt>`
+works. Our own loader gives these names stand-ins that do only this (`safe_pickle`); checkpoints written before name
+the class directly and load as they did.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import importlib.util
 import operator
 from typing import Any
 
-NEEDS_UMOP_YOLO = "this checkpoint needs umop_yolo (pip install umop-yolo)"
+# No package index serves umop-yolo: name what installs it, its source folder or a wheel built there.
+NEEDS_UMOP_YOLO = ("this checkpoint needs umop_yolo: pip install its source folder (pip install path/to/umop-yolo), "
+                   "or a wheel built there by pip wheel --no-deps .")
 PACKAGE = "umop_yolo"
 
 

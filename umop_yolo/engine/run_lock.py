@@ -1,17 +1,17 @@
 """One training per run directory: an OS lock on `<run dir>/.lock`, held for the life of the training.
 
 Two trainings into one directory (`exist_ok=true`, or the same `save_dir`) would interleave results.csv rows, mix
-args.yaml and weights, and remove each other's temporary checkpoint folders. The lock is `flock(2)` on a file in the
-run directory: the kernel drops it when its holder exits in any way (including `kill -9`), so a lock left by a dead
-process never blocks, and nothing guesses liveness from a PID. The file itself stays (deleting a lock file that
-another process may be opening would let two holders lock two different files).
+args.yaml and weights, and remove each other's temporary checkpoint folders. The lock is the `filelock` package's OS
+lock on a file in the run directory (`flock(2)` on POSIX, `msvcrt.locking` on Windows): the OS drops it when its
+holder exits in any way (including `kill -9`), so a lock left by a dead process never blocks, and nothing guesses
+liveness from a PID. Its soft fallback (a lock that is only the file's existence, left behind by a crash) is off.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from umop_yolo.errors import UserInputError
 
@@ -27,30 +27,30 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
-        self._fd: int | None = None
+        self._lock: FileLock | None = None
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise `RunDirectoryInUseError` (one line) without changing any file in the directory."""
-        if self._fd is not None:
+        if self._lock is not None:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)  # never truncates: contents unused
+        # held by the process, whichever thread releases it; never a soft lock (a crash would leave it taken)
+        lock = FileLock(self.run_dir / LOCK_NAME, blocking=False, thread_local=False, fallback_to_soft=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
             raise RunDirectoryInUseError(
                 f"run directory '{self.run_dir}' is in use by another training; wait for it to finish, "
                 "or choose another name= (or project=)"
             ) from None
-        self._fd = fd
+        self._lock = lock
         return self
 
     def release(self) -> None:
-        """Free the lock (closing the descriptor releases it); a no-op if not held."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        """Free the lock; a no-op if not held."""
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.release()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -4,13 +4,12 @@
 then moves each file over its final name, so a crash leaves either the old or the new complete file. A save removes
 only its own folder; folders of killed processes are removed by `remove_leftovers` when the next training has locked
 the run directory (`run_lock`), so no live save is touched. `trim_epochs` cuts the per-epoch logs back to the saved
-checkpoint. `saved_as_ultralytics()` writes a YOLO model as Ultralytics' own class. Loading checkpoints is
-`engine.checkpoint`.
+checkpoint; `results_row` orders a results.csv row. `saved_as_ultralytics()` writes a YOLO model as Ultralytics'
+own class. Loading checkpoints is `engine.checkpoint`.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,26 +19,13 @@ from typing import Any
 
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils import LOGGER
 
 from umop_yolo.atomic import replace_file, write_text_atomic
+from umop_yolo.engine.log_rewrite import rewritten_log
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.eval.metrics import COCO_KEYS
 
 PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
-
-
-class _FinalPaths(logging.Filter):
-    """Log lines name a file's final path, not its place in the temporary folder (`Optimizer stripped from ...`)."""
-
-    def __init__(self, tmp: Path, final: Path) -> None:
-        super().__init__()
-        self.tmp, self.final = str(tmp), str(final)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.tmp in message:
-            record.msg, record.args = message.replace(self.tmp, self.final), None
-        return True
 
 
 @contextmanager
@@ -52,19 +38,17 @@ def atomic_weights(trainer: Any, copy_existing: bool = False) -> Iterator[None]:
     wdir, last, best = trainer.wdir, trainer.last, trainer.best
     wdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=wdir))
-    paths = _FinalPaths(tmp, wdir)
-    LOGGER.addFilter(paths)
     try:
-        if copy_existing:
-            for f in (last, best):
-                if f.is_file():
-                    shutil.copyfile(f, tmp / f.name)
-        trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
-        yield
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
-            replace_file(f, wdir / f.name, durable=True)
+        with rewritten_log(lambda message: message.replace(str(tmp), str(wdir))):  # log lines name the final paths
+            if copy_existing:
+                for f in (last, best):
+                    if f.is_file():
+                        shutil.copyfile(f, tmp / f.name)
+            trainer.wdir, trainer.last, trainer.best = tmp, tmp / last.name, tmp / best.name
+            yield
+            for f in sorted(tmp.iterdir(), key=lambda p: p.name == last.name):  # last.pt last: resume needs it most
+                replace_file(f, wdir / f.name, durable=True)
     finally:
-        LOGGER.removeFilter(paths)
         trainer.wdir, trainer.last, trainer.best = wdir, last, best
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -140,3 +124,16 @@ def trim_epochs(csv: Path, epochs: int) -> None:
     kept = lines[:1] + [row for row in lines[1:] if complete_and_saved(row)]
     if kept != lines:
         write_text_atomic(csv, "".join(kept), prefix=PARTIAL_PREFIX, durable=True)
+
+
+def results_row(metrics: dict[str, Any], levels: dict[str, float], csv: Path) -> dict[str, Any]:
+    """One epoch's results.csv values in column order: Ultralytics' columns first, in its order (so tools that read
+    them by position still work), then the COCO columns, then the per-level means. A results.csv that exists with the
+    same columns in another order (a run started by an older version, resumed) keeps its header's order."""
+    coco = {k: metrics[k] for k in COCO_KEYS if k in metrics}
+    row = {**{k: v for k, v in metrics.items() if k not in coco}, **coco, **levels}
+    header = []
+    if csv.is_file():
+        with open(csv, encoding="utf-8") as f:
+            header = [name.strip() for name in f.readline().split(",")[2:]]  # after `epoch` and `time`
+    return {k: row[k] for k in header} if sorted(header) == sorted(row) else row

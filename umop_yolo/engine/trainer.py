@@ -28,6 +28,7 @@ from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
     atomic_weights,
     remove_leftovers,
+    results_row,
     saved_as_ultralytics,
     trim_epochs,
     weights_file_names_only,
@@ -198,13 +199,13 @@ class UmopTrainer(DetectionTrainer):
             self.ema.update(self.model)
 
     def save_metrics(self, metrics: dict) -> None:
-        """The epoch's per-level means (pfl/gamma_P3, pfl/alpha_P3 when the loss has them, level/pos_ratio_P3,
-        level/cls_loss_P3 ...) go after Ultralytics' columns in results.csv, and into `self.metrics`, which every
-        Ultralytics logger (TensorBoard, W&B, MLflow, Comet ...) reads at on_fit_epoch_end, next. `self.metrics` keeps
-        the last epoch's means when validation is skipped: they are dropped first, so the columns keep their place."""
+        """results.csv: Ultralytics' columns, then the COCO ones, then the epoch's per-level means (pfl/gamma_P3,
+        pfl/alpha_P3 when the loss has them, level/pos_ratio_P3, level/cls_loss_P3 ...), also put into `self.metrics`,
+        which every Ultralytics logger (TensorBoard, W&B, MLflow, Comet ...) reads at on_fit_epoch_end, next.
+        `self.metrics` keeps the last epoch's means when validation is skipped: they are dropped first."""
         levels = self.level_recorder.end_epoch()
         self.metrics = {**{k: v for k, v in self.metrics.items() if not is_level_key(k)}, **levels}
-        super().save_metrics({**{k: v for k, v in metrics.items() if not is_level_key(k)}, **levels})
+        super().save_metrics(results_row({k: v for k, v in metrics.items() if not is_level_key(k)}, levels, self.csv))
 
     def plot_metrics(self) -> None:
         """results.png from Ultralytics' own results.csv columns (the per-level ones would break its layout)."""
