@@ -131,7 +131,9 @@ def check_values(args: dict[str, Any], training: bool) -> None:
 
     try:
         check_cfg(dict(args))
-    except (TypeError, ValueError) as e:  # check_cfg validates only: every error it raises is about a value given
+    except (TypeError, ValueError) as e:  # check_cfg's refusals start with the 'key=value' given; others are bugs
+        if not any(str(e).startswith(f"'{key}=") for key in args):
+            raise
         raise UserInputError(str(e)) from None
     for key, (valid, what) in VALUE_RULES.items():
         if key in args and not valid(args[key], training):

@@ -23,7 +23,7 @@ from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
-from umop_yolo.engine.preflight import check_train_inputs
+from umop_yolo.engine.preflight import check_resume_dir, check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
     atomic_weights,
@@ -108,12 +108,15 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' resume check, then lock the run directory and clear what killed runs left in it.
 
         This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
-        checkpoint), and the last point before it writes args.yaml and deletes results.csv there. Only the process
+        checkpoint), and the last point before it writes args.yaml and deletes results.csv there. A resume stays in
+        the run directory that holds its checkpoint. Only the process
         that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
         """
         super().check_resume(overrides)
         if RANK in {-1, 0}:
             self.args.save_dir = str(get_save_dir(self.args))  # BaseTrainer then uses this directory as is
+            if self.resume:
+                check_resume_dir(self.args.save_dir, self.args.resume)
             self.run_lock = RunLock(self.args.save_dir).acquire()
             remove_leftovers(self.run_lock.run_dir)
 
