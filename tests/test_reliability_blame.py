@@ -5,6 +5,7 @@ import torch
 import ultralytics.cfg
 
 from umop_yolo.cfg import check_values
+from umop_yolo.cli import main
 from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import load_file
@@ -40,3 +41,14 @@ def test_a_bug_in_the_value_checks_keeps_its_traceback(monkeypatch):
 def test_a_bad_value_is_still_one_user_error():
     with pytest.raises(UserInputError, match="'epochs=abc' is of invalid type str"):
         check_values({"epochs": "abc"}, training=True)
+
+
+@pytest.mark.parametrize("argv", [["val", "model={weights}", "data={bad}"], ["train", "cfg={bad}"],
+                                  ["analyze", "data={bad}"], ["cfg", "cfg={bad}"]])
+def test_a_binary_yaml_is_one_line(argv, good_checkpoint, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"train: images\nnames: [\xff\xfe\x00]\n")
+    assert main([a.format(weights=good_checkpoint, bad=bad) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("umop: error: ") and f"'{bad}': not UTF-8 text (byte 22 is 0xff)" in err, err
+    assert "\n" not in err

@@ -56,6 +56,9 @@ def load_yaml(path: Path, what: str = "YAML") -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{what} '{path}': malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:  # a binary file, or text in another encoding
+        raise ConfigError(f"{what} '{path}': not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); is it a "
+                          "YAML file?") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} '{path}': expected a mapping of keys, got {type(data).__name__}")
     return data

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
-from umop_yolo.eval.report import text_row, write_tables
+from umop_yolo.eval.report import printable, text_row, write_tables
 from umop_yolo.nn.postprocess import keep_top_scores
 
 TEST_KEYS = ("conf", "iou", "max_det", "nms_pre")  # the NMS settings of validation
@@ -189,6 +191,25 @@ class CocoDetectionValidator(DetectionValidator):
         if self.metrics.coco_per_class:
             write_tables(self.save_dir, "coco_per_class", "class", self.metrics.coco_per_class)
 
+    @contextmanager
+    def _one_line_names(self) -> Iterator[None]:
+        """Class names with control characters escaped, for Ultralytics' image plots (PIL's text layout fails on a
+        line break)."""
+        names, self.names = self.names, {k: printable(v) for k, v in self.names.items()}
+        try:
+            yield
+        finally:
+            self.names = names
+
+    def plot_val_samples(self, batch: dict[str, Any], ni: int) -> None:
+        with self._one_line_names():
+            super().plot_val_samples(batch, ni)
+
+    def plot_predictions(self, batch: dict[str, Any], preds: list[dict[str, torch.Tensor]], ni: int,
+                         max_det: int | None = None) -> None:
+        with self._one_line_names():
+            super().plot_predictions(batch, preds, ni, max_det)
+
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Return `stats` unchanged: get_stats already scored `jdict`, the very list the base class saves as JSON."""
         return stats
@@ -202,7 +223,7 @@ class CocoDetectionValidator(DetectionValidator):
         if self.args.verbose and not self.training and self.nc > 1:
             for i, c in enumerate(self.metrics.ap_class_index):
                 counts = self.metrics.nt_per_image[c], self.metrics.nt_per_class[c]
-                LOGGER.info(row % (self.names[c], *counts, *self.metrics.class_result(i)))
+                LOGGER.info(row % (printable(self.names[c]), *counts, *self.metrics.class_result(i)))
         LOGGER.info(("%22s" + "%11s" * len(METRICS)) % (f"COCO ({self.coco_backend})", *METRICS))
         LOGGER.info(text_row("all", self.metrics.coco.values()))
         for name, values in self.metrics.coco_per_class.items():
