@@ -42,6 +42,10 @@ def resolve_model(model: str) -> str:
         if not Path(model).is_file():
             raise InputNotFoundError(f"model '{model}' not found: weights are never downloaded, pass an existing file")
         return str(Path(model).resolve())
+    if model and Path(model).is_dir():
+        best = Path(model) / "weights" / "best.pt"
+        hint = f", e.g. model={best}" if best.is_file() else ""
+        raise InputNotFoundError(f"model '{model}' is a folder: pass a .pt checkpoint or a model YAML{hint}")
     try:
         return str(find_file(model, MODELS_DIR, "model"))
     except InputNotFoundError:

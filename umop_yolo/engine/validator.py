@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ultralytics.cfg import get_cfg, get_save_dir
 from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
+from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.engine.dense import set_nms_pre
+from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
@@ -52,7 +55,10 @@ class CocoDetectionValidator(DetectionValidator):
     """
 
     def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks: dict | None = None) -> None:
-        """Set up the validator with COCO-extended metrics."""
+        """Set up the validator with COCO-extended metrics; a standalone run's directory must be writable."""
+        if save_dir is None:  # as Ultralytics would choose it (training passes its own)
+            save_dir = get_save_dir(get_cfg(overrides=args))
+            check_writable(save_dir, "validation directory")
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.metrics = CocoDetMetrics()
         self.gt_json: Path | None = None  # the ground-truth file of the last evaluation (None: held in memory only)
@@ -81,15 +87,16 @@ class CocoDetectionValidator(DetectionValidator):
     def _check_classes(self, names: dict[int, str]) -> None:
         """A model with another class count than the data stops in one line; other class names are warned once."""
         ours, theirs = list(names.values()), list(self.data["names"].values())
+        data = self.data.get(SOURCE_KEY, self.args.data)  # the user's YAML, not our resolved copy
         if len(ours) != len(theirs):
             raise UserInputError(
-                f"the model has {len(ours)} classes but data '{self.args.data}' has {len(theirs)}: "
+                f"the model has {len(ours)} classes but data '{data}' has {len(theirs)}: "
                 "validate on data with the model's classes"
             )
         if differ := [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]:
             i, more = differ[0], f" ({len(differ) - 1} more)" if len(differ) > 1 else ""
             LOGGER.warning(
-                f"the model's class names differ from data '{self.args.data}': class {i} is '{ours[i]}' in the model "
+                f"the model's class names differ from data '{data}': class {i} is '{ours[i]}' in the model "
                 f"but '{theirs[i]}' in data{more}; classes are scored by index."
             )
 
