@@ -220,3 +220,11 @@ def test_a_dense_yaml_naming_an_evil_yolo_backbone_is_refused(marker, tmp_path):
 @pytest.mark.parametrize("activation", ["nn.SiLU()", "torch.nn.ReLU()", "nn.LeakyReLU(0.1)", "nn.ReLU(inplace=True)"])
 def test_plain_activations_pass(activation):
     check_model_dict(yolo_dict(activation=activation), "m")
+
+
+def test_a_backbone_yaml_that_is_not_on_this_machine_leaves_loading_to_the_builder(tmp_path):
+    """A RetinaNet/ATSS checkpoint names its YOLO backbone's YAML; val/predict need not read it (training does)."""
+    spec = {"detector": "atss", "backbone": {"yolo": str(tmp_path / "trained_elsewhere.yaml")}}
+    check_model_dict(spec, "checkpoint 'x.pt' model YAML")
+    with pytest.raises(UserInputError, match="trained_elsewhere.yaml' not found"):
+        build_model(spec, nc=2, verbose=False)

@@ -7,10 +7,10 @@ checked. `check_model_dict` accepts only:
 
 * YOLO YAMLs: rows `[from, repeats, module, args]` whose module is one of `LAYERS` (the layers of Ultralytics' YOLO
   detection YAMLs, v3 to YOLO26, and a few torch.nn layers), whose `from` are earlier layers, whose args are numbers,
-  booleans, None, `STRING_ARGS` and lists of them (never a dict); top-level keys of `parse_model` with values of their
-  type, any other key plain data;
+  booleans, None, `STRING_ARGS` and lists of them (never a dict); the top-level keys `parse_model` reads with values of
+  their type, any other key plain data;
 * RetinaNet/ATSS YAMLs (`detector:`): the keys of `dense_schema`, every value plain data, a `backbone.yolo` naming a
-  YAML file (no URL) that passes the YOLO check;
+  local YAML file (no URL) that passes the YOLO check when it is on this machine (building the model reads it again);
 * everywhere: an `activation` is `nn.Name(numbers)` with Name in `ACTIVATIONS`; numbers are finite and within
   `MAX_NUMBER` (nc and arguments), `MAX_REPEATS`, `MAX_MULTIPLE` (depth and width multiples).
 
@@ -40,8 +40,6 @@ LAYERS = frozenset({
 STRING_ARGS = frozenset({"nc", "None", "True", "False", "nearest", "linear", "bilinear", "bicubic", "trilinear"})
 ACTIVATIONS = frozenset({"SiLU", "ReLU", "ReLU6", "LeakyReLU", "GELU", "Hardswish", "Mish", "ELU", "SELU", "CELU",
                          "Sigmoid", "Tanh", "Identity", "PReLU"})
-YOLO_KEYS = frozenset({"nc", "backbone", "head", "scales", "scale", "depth_multiple", "width_multiple", "activation",
-                       "end2end", "reg_max", "kpt_shape", "channels", "yaml_file"})
 MAX_NUMBER = 10_000  # classes, channels, kernel sizes ... in arguments
 MAX_REPEATS = 100
 MAX_MULTIPLE = 4.0
@@ -102,7 +100,7 @@ def _arg(value: Any) -> bool:
     """A row argument `parse_model` passes on as data: no dict, no other local of parse_model, no code."""
     if isinstance(value, str):
         return value in STRING_ARGS
-    return _plain(value) and not isinstance(value, str)
+    return _plain(value)
 
 
 def _check_row(row: Any, i: int) -> str | None:
@@ -174,7 +172,7 @@ def _check_dense(spec: dict, source: str) -> None:
         if isinstance(value, dict) and where in sections:
             for key, item in value.items():
                 walk(item, f"{where}.{key}")
-        elif not _plain(value) or isinstance(value, dict):
+        elif not _plain(value):
             raise UserInputError(f"{source}: {where} must be plain data (numbers, strings, lists of them)")
 
     for key in ("backbone", "neck", "head"):
@@ -186,7 +184,11 @@ def _check_dense(spec: dict, source: str) -> None:
         name = config["backbone"]["yolo"]
         if not isinstance(name, str) or "://" in name:
             raise UserInputError(f"{source}: backbone.yolo={name!r} must name a local YAML file (nothing is fetched)")
-        _check_yolo(yolo_model_dict(name), f"{source}: backbone.yolo '{name}'")
+        try:
+            yolo = yolo_model_dict(name)
+        except UserInputError:  # not on this machine, or no YOLO YAML: building the model stops on it in one line
+            return
+        _check_yolo(yolo, f"{source}: backbone.yolo '{name}'")
 
 
 def check_model_dict(spec: Any, source: str, error: type[UserInputError] = ConfigError) -> None:
@@ -199,6 +201,6 @@ def check_model_dict(spec: Any, source: str, error: type[UserInputError] = Confi
             _check_dense(spec, source)
         else:
             _check_yolo(spec, source)
-    except UserInputError as e:
-        message = str(e) if str(e).startswith(source) else f"{source}: {e}"
+    except UserInputError as e:  # dense_schema's own lines start "model YAML: "
+        message = str(e) if str(e).startswith(source) else f"{source}: {str(e).removeprefix('model YAML: ')}"
         raise error(message) from None
