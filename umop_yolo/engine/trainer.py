@@ -112,8 +112,8 @@ class UmopTrainer(DetectionTrainer):
 
         This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
         checkpoint), and the last point before it writes args.yaml and deletes results.csv there. A resume stays in
-        the run directory that holds its checkpoint. Only the process
-        that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
+        the run directory that holds its checkpoint; the directory must be writable. Only the process that writes
+        (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
         """
         super().check_resume(overrides)
         if RANK in {-1, 0}:
