@@ -42,6 +42,10 @@ def resolve_model(model: str) -> str:
         if not Path(model).is_file():
             raise InputNotFoundError(f"model '{model}' not found: weights are never downloaded, pass an existing file")
         return str(Path(model).resolve())
+    if model and Path(model).is_dir():
+        best = Path(model) / "weights" / "best.pt"
+        hint = f", e.g. model={best}" if best.is_file() else ""
+        raise InputNotFoundError(f"model '{model}' is a folder: pass a .pt checkpoint or a model YAML{hint}")
     try:
         return str(find_file(model, MODELS_DIR, "model"))
     except InputNotFoundError:
@@ -56,6 +60,9 @@ def load_yaml(path: Path, what: str = "YAML") -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{what} '{path}': malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:  # a binary file, or text in another encoding
+        raise ConfigError(f"{what} '{path}': not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}); is it a "
+                          "YAML file?") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{what} '{path}': expected a mapping of keys, got {type(data).__name__}")
     return data
@@ -131,7 +138,9 @@ def check_values(args: dict[str, Any], training: bool) -> None:
 
     try:
         check_cfg(dict(args))
-    except (TypeError, ValueError) as e:  # check_cfg validates only: every error it raises is about a value given
+    except (TypeError, ValueError) as e:  # check_cfg's refusals start with the 'key=value' given; others are bugs
+        if not any(str(e).startswith(f"'{key}=") for key in args):
+            raise
         raise UserInputError(str(e)) from None
     for key, (valid, what) in VALUE_RULES.items():
         if key in args and not valid(args[key], training):

@@ -9,7 +9,8 @@
   `umop_yolo.data.convert`).
 Except for generated data, the result is a resolved copy in `<cache>/resolved/`, keyed by the source path and
 content: absolute `path`/`train`/`val`/`test`, `names` as a dict, no `download:` (nothing downloads at run time),
-plus absolute `<split>_json` / `<split>_image_ids` for COCO ground truth (any format; see `umop_yolo.eval.coco_json`).
+plus absolute `<split>_json` / `<split>_image_ids` for COCO ground truth (any format; see `umop_yolo.eval.coco_json`)
+and `resolved_from`, the user's file, for messages to name.
 Errors are one line naming the YAML file and the key: `UserInputError` (its `InputNotFoundError` for missing files).
 """
 
@@ -31,7 +32,8 @@ from umop_yolo.errors import InputNotFoundError, UserInputError
 
 SPLITS = ("train", "val", "test")
 COCO_FILES = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("json", "image_ids"))  # see eval.coco_json
-CONSUMED = ("format", "path", "download", "names", "nc", "voc_box", *COCO_FILES, *SPLITS)
+SOURCE_KEY = "resolved_from"  # the user's data YAML, which messages name (not this copy)
+CONSUMED = ("format", "path", "download", "names", "nc", "voc_box", SOURCE_KEY, *COCO_FILES, *SPLITS)
 
 
 def resolve_data(data: str | Path) -> str:
@@ -81,7 +83,7 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
         for split in ("train", "val"):  # the converted copy: a JSON or list file may name no usable image
             images = [Sample(p) for p in list_images(Path(resolved[split]))]
             check_split(split, images, f"{cfg.get(f'{split}_json') or cfg[split]} converted to {resolved[split]}")
-    out = {k: v for k, v in cfg.items() if k not in CONSUMED} | resolved
+    out = {k: v for k, v in cfg.items() if k not in CONSUMED} | resolved | {SOURCE_KEY: str(file)}
     text = f"# resolved from {file} by umop_yolo.data.resolve\n" + yaml.safe_dump(out, sort_keys=False)
     target = cache_root() / "resolved" / f"{file.stem}-{short_hash([str(file), text])}.yaml"
     return target if target.is_file() else write_text_atomic(target, text)

@@ -144,6 +144,7 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
 
     from umop_yolo.data.resolve import resolve_data
     from umop_yolo.engine.build import build_model
+    from umop_yolo.engine.preflight import check_model_yaml
     from umop_yolo.settings import check_umop_args
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
@@ -156,6 +157,7 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     if str(cfg.model).endswith(".pt"):
         model = checkpoint_model(str(cfg.model)).to(device)
     else:
+        check_model_yaml(str(cfg.model))  # one line for a missing or malformed YAML, as train gives
         model = build_model(cfg.model, nc=data["nc"], ch=data["channels"], verbose=False).to(device)
     model.args = cfg
     stride = max(int(model.stride.max()), 32)

@@ -11,6 +11,7 @@ from umop_yolo.cfg import resolve_model
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn.resnet import check_pretrained
 
@@ -56,6 +57,7 @@ def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bo
     if not isinstance(cfg, dict):
         cfg = resolve_model(cfg)  # bare names of cfg/models/ (Ultralytics only knows its own YAMLs)
     spec = model_spec(cfg)
+    check_model_dict(spec, "model YAML" if isinstance(cfg, dict) else f"model '{cfg}'")  # data, before any layer
     if "detector" not in spec:
         return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
     if backbone_weights is not None and has_resnet(spec):

@@ -12,9 +12,7 @@ own `DetectionModel` (`engine.saving`) is a `UmopDetectionModel` again once load
 
 from __future__ import annotations
 
-import ast
 import pickle
-import re
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -27,41 +25,33 @@ from ultralytics.nn.tasks import DetectionModel
 
 from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.engine.safe_pickle import CheckpointError
-
-_ACTIVATION = re.compile(r"(torch\.)?nn\.[A-Za-z]\w*")
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _literal_nn_call(spec: Any) -> bool:
-    """Whether `spec` is `nn.Name(literal, ...)` / `torch.nn.Name(...)`: what Ultralytics may safely eval()."""
-    try:
-        call = ast.parse(str(spec).strip(), mode="eval").body
-        if not isinstance(call, ast.Call) or any(k.arg is None for k in call.keywords):
-            return False
-        for node in (*call.args, *(k.value for k in call.keywords)):
-            ast.literal_eval(node)
-    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-        return False
-    return _ACTIVATION.fullmatch(ast.unparse(call.func)) is not None
+def _damaged(error: Exception) -> bool:
+    """Whether torch's zip reader or unpickler raised `error`: a damaged file (truncated, not torch's)."""
+    damaged = (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, UnicodeDecodeError)
+    return isinstance(error, damaged) or (isinstance(error, RuntimeError) and "PytorchStreamReader" in str(error))
 
 
 def _check_contents(ckpt: Any, path: Path, trusted: bool) -> None:
-    """A checkpoint is a dict holding a model; untrusted, its model YAML must not carry code for eval()."""
+    """A checkpoint is a dict holding a model; untrusted, its model YAML must be data that builds only allowed layers
+    (`model_yaml_check`): training rebuilds the model from it."""
     models = [ckpt.get(k) for k in ("ema", "model")] if isinstance(ckpt, dict) else []
     if not any(isinstance(m, torch.nn.Module) for m in models):
         raise CheckpointError(f"checkpoint '{path}' holds no model: it is not an Ultralytics/umop_yolo checkpoint")
     for m in models:
         spec = getattr(m, "yaml", None) if isinstance(m, torch.nn.Module) else None
-        act = spec.get("activation") if isinstance(spec, dict) else None
-        if act is not None and not trusted and not _literal_nn_call(act):
-            raise safe_pickle.UnsafeCheckpointError(
-                f"checkpoint '{path}' has model activation {_one_line(act)[:80]!r}, which Ultralytics would eval(); "
-                "only nn.Name(literal args) is allowed without trust_checkpoint=true"
-            )
+        if spec is not None and not trusted:
+            try:
+                check_model_dict(spec, f"checkpoint '{path}' model YAML", safe_pickle.UnsafeCheckpointError)
+            except safe_pickle.UnsafeCheckpointError as e:
+                raise type(e)(f"{e} (trust_checkpoint=true skips this check)") from None
 
 
 def _restricted_load(path: Path, map_location: Any) -> Any:
@@ -111,7 +101,9 @@ def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu"
         raise CheckpointError(
             f"checkpoint '{path}' needs the module '{e.name}', which is not installed (nothing is installed for you)"
         ) from None
-    except Exception as e:  # any reader or unpickler failure means a damaged file
+    except Exception as e:
+        if not _damaged(e):
+            raise  # a bug, in our code or a library's: its traceback
         detail = f"{type(e).__name__}: {_one_line(e)[:200]}" if str(e) else type(e).__name__
         raise CheckpointError(
             f"checkpoint '{path}' is not readable, the file is truncated or corrupt ({detail})"

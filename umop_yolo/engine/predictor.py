@@ -13,6 +13,7 @@ from ultralytics.utils import LOGGER, YAML
 
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.dense import set_nms_pre
+from umop_yolo.engine.saving import check_writable
 from umop_yolo.eval.coco_json import CocoTarget, result_record
 from umop_yolo.nn.postprocess import keep_top_scores
 
@@ -58,7 +59,10 @@ class CocoDetectionPredictor(DetectionPredictor):
     """
 
     def stream_inference(self, source: Any = None, model: Any = None, *args: Any, **kwargs: Any) -> Iterator[Results]:
-        """Run the base predictor, collecting COCO records, and write them once the source is exhausted."""
+        """Run the base predictor, collecting COCO records, and write them once the source is exhausted. A directory
+        that cannot be written stops in one line first (cv2 would skip every image without a word)."""
+        if self.args.save or self.args.save_txt or self.args.save_json:
+            check_writable(self.save_dir, "prediction directory")
         self.jdict: list[dict[str, Any]] = []
         self.target = data_target(self.args.data) if self.args.save_json else None
         yield from super().stream_inference(source, model, *args, **kwargs)

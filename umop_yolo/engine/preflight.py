@@ -2,9 +2,9 @@
 
 `BaseTrainer.__init__` writes args.yaml into the run directory and deletes its results.csv unless resuming, and the
 model is only built or loaded later, in `train()`. So a bad checkpoint or model YAML would fail after an existing
-run's results were gone. `check_train_inputs` first loads the checkpoint (restricted), checks the model YAML's
-modules and resolves the data YAML (splits without images, a train split without labels), raising one line
-(`UserInputError`) naming the problem.
+run's results were gone. `check_train_inputs` first loads the checkpoint (restricted), checks the model YAML as data
+(`model_yaml_check`) and resolves the data YAML (splits without images, a train split without labels), raising one
+line (`UserInputError`) naming the problem.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from umop_yolo.cfg import ConfigError, check_values
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.checkpoint import CheckpointError, load_file
+from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.settings import check_umop_args
 
 
@@ -42,34 +41,26 @@ def check_resumable(ckpt: dict, path: Path) -> None:
     check_umop_args(train_args)  # keys an older checkpoint lacks take their defaults
 
 
-def check_model_yaml(model: str) -> None:
-    """The model YAML exists and every module its rows name is one Ultralytics' `parse_model` can resolve.
+def check_resume_dir(save_dir: str | Path, checkpoint: str | Path) -> None:
+    """A resumed run writes only into the run directory holding its checkpoint (`<run dir>/weights/last.pt`): the
+    directory the checkpoint names (its stored save_dir, or project/name) must be that one."""
+    run_dir = Path(checkpoint).resolve().parent.parent
+    if Path(save_dir).resolve() != run_dir:
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' names run directory '{save_dir}', which does not hold it: resume writes only "
+            f"into the run directory of its checkpoint ({run_dir}); start a new run from it with model={checkpoint}"
+        )
 
-    Building the model here would report every kind of bad row, but costs seconds for larger YOLOs and is done
-    again in `train()`; an unknown module (a typo, a layer of another Ultralytics version) is the common case.
-    YAMLs with a `detector:` key describe our RetinaNet/ATSS models and are checked when they are built.
-    """
-    import torchvision
+
+def check_model_yaml(model: str) -> None:
+    """The model YAML exists and is data that builds only allowed layers (`model_yaml_check`), or one line."""
     from ultralytics.nn import tasks
 
     try:
         spec = tasks.yaml_model_load(model)
     except Exception as e:  # Ultralytics' YAML lookup raises FileNotFoundError, YAML errors ...
         raise ConfigError(f"model '{model}': {type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
-    if "detector" in spec:
-        return
-    rows = [*(spec.get("backbone") or []), *(spec.get("head") or [])]
-    if not rows or not all(isinstance(r, list) and len(r) == 4 and isinstance(r[2], str) for r in rows):
-        raise ConfigError(f"model '{model}': needs 'backbone' and 'head' lists of [from, repeats, module, args] rows")
-    for i, (_, _, name, _) in enumerate(rows):
-        if name.startswith("nn."):
-            known = isinstance(getattr(torch.nn, name[3:], None), type)
-        elif name.startswith("torchvision.ops."):
-            known = isinstance(getattr(torchvision.ops, name[16:], None), type)
-        else:
-            known = isinstance(vars(tasks).get(name), type)
-        if not known:
-            raise ConfigError(f"model '{model}': unknown module '{name}' in layer {i}")
+    check_model_dict(spec, f"model '{model}'")
 
 
 def check_train_inputs(args: dict[str, Any], trusted: bool) -> dict[str, Any]:

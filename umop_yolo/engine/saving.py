@@ -5,11 +5,13 @@ then moves each file over its final name, so a crash leaves either the old or th
 only its own folder; folders of killed processes are removed by `remove_leftovers` when the next training has locked
 the run directory (`run_lock`), so no live save is touched. `trim_epochs` cuts the per-epoch logs back to the saved
 checkpoint; `results_row` orders a results.csv row. `saved_as_ultralytics()` writes a YOLO model as Ultralytics'
-own class. Loading checkpoints is `engine.checkpoint`.
+own class. A run directory that cannot be written (`check_writable`) and a full disk during a save
+(`kept_on_full_disk`) stop in one line. Loading checkpoints is `engine.checkpoint`.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,9 +25,45 @@ from ultralytics.nn.tasks import DetectionModel
 from umop_yolo.atomic import replace_file, write_text_atomic
 from umop_yolo.engine.log_rewrite import rewritten_log
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.errors import UserInputError
 from umop_yolo.eval.metrics import COCO_KEYS
 
 PARTIAL_PREFIX = ".partial-"  # hidden: Ultralytics' `**/last*.pt` globs skip it
+READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class DiskFullError(UserInputError):
+    """A checkpoint could not be written for want of disk space; the one before it is kept (one line naming it)."""
+
+
+def check_writable(folder: Path, what: str = "run directory") -> None:
+    """Create `folder` if needed and write a temporary file in it, or raise one line naming it (read-only)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        if e.errno not in READ_ONLY:
+            raise
+        raise UserInputError(f"{what} '{folder}' is not writable ({e.strerror}): choose another project= or "
+                             "name=") from None
+
+
+@contextmanager
+def kept_on_full_disk(last: Path) -> Iterator[None]:
+    """A save that fails for want of space (`atomic_weights` has moved nothing) raises one line naming the checkpoint
+    kept, `last` (its final path), instead of a traceback. torch's own file writer reports a full disk as a
+    RuntimeError of its zip container."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        full = e.errno == errno.ENOSPC if isinstance(e, OSError) else "inline_container" in str(e)
+        if not full:
+            raise
+        kept = (f"'{last}' is kept as it was; free space, then continue with resume={last}" if last.is_file()
+                else "this run has no checkpoint yet")
+        raise DiskFullError(f"the disk is full: a checkpoint could not be written into '{last.parent}'; {kept}") \
+            from None
 
 
 @contextmanager

@@ -4,6 +4,7 @@ holding its run directory's lock, and recovering from loss explosions as from Na
 from __future__ import annotations
 
 from copy import copy
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,10 +24,12 @@ from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
-from umop_yolo.engine.preflight import check_train_inputs
+from umop_yolo.engine.preflight import check_resume_dir, check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
     atomic_weights,
+    check_writable,
+    kept_on_full_disk,
     remove_leftovers,
     results_row,
     saved_as_ultralytics,
@@ -109,12 +112,16 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' resume check, then lock the run directory and clear what killed runs left in it.
 
         This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
-        checkpoint), and the last point before it writes args.yaml and deletes results.csv there. Only the process
-        that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
+        checkpoint), and the last point before it writes args.yaml and deletes results.csv there. A resume stays in
+        the run directory that holds its checkpoint; the directory must be writable. Only the process that writes
+        (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
         """
         super().check_resume(overrides)
         if RANK in {-1, 0}:
             self.args.save_dir = str(get_save_dir(self.args))  # BaseTrainer then uses this directory as is
+            if self.resume:
+                check_resume_dir(self.args.save_dir, self.args.resume)
+            check_writable(Path(self.args.save_dir))
             self.run_lock = RunLock(self.args.save_dir).acquire()
             remove_leftovers(self.run_lock.run_dir)
 
@@ -224,10 +231,11 @@ class UmopTrainer(DetectionTrainer):
             self.release_run_dir()
 
     def save_model(self) -> bool:
-        """Ultralytics' checkpoints, written atomically: a crash leaves the previous or the new file, never a part.
+        """Ultralytics' checkpoints, written atomically: a crash or a full disk leaves the previous or the new file.
         A YOLO model is written as Ultralytics' DetectionModel, which plain Ultralytics loads; train_args name backbone
         weights files without their folder."""
-        with atomic_weights(self), saved_as_ultralytics(self.ema.ema), weights_file_names_only(self.args):
+        with kept_on_full_disk(self.last), atomic_weights(self), saved_as_ultralytics(self.ema.ema), \
+                weights_file_names_only(self.args):
             return super().save_model()
 
     def final_eval(self) -> None:
@@ -235,7 +243,7 @@ class UmopTrainer(DetectionTrainer):
         the level plots (the last step before Ultralytics' results.png and on_train_end)."""
         if RANK not in {-1, 0}:  # only rank 0 writes
             return super().final_eval()
-        with atomic_weights(self, copy_existing=True):
+        with kept_on_full_disk(self.last), atomic_weights(self, copy_existing=True):
             super().final_eval()
         self.plot_levels()
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from ultralytics.cfg import get_cfg, get_save_dir
 from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
+from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.engine.dense import set_nms_pre
+from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images
 from umop_yolo.eval.coco_json import CocoTarget, data_file, result_record
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
-from umop_yolo.eval.report import text_row, write_tables
+from umop_yolo.eval.report import printable, text_row, write_tables
 from umop_yolo.nn.postprocess import keep_top_scores
 
 TEST_KEYS = ("conf", "iou", "max_det", "nms_pre")  # the NMS settings of validation
@@ -50,7 +55,10 @@ class CocoDetectionValidator(DetectionValidator):
     """
 
     def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks: dict | None = None) -> None:
-        """Set up the validator with COCO-extended metrics."""
+        """Set up the validator with COCO-extended metrics; a standalone run's directory must be writable."""
+        if save_dir is None:  # as Ultralytics would choose it (training passes its own)
+            save_dir = get_save_dir(get_cfg(overrides=args))
+            check_writable(save_dir, "validation directory")
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.metrics = CocoDetMetrics()
         self.gt_json: Path | None = None  # the ground-truth file of the last evaluation (None: held in memory only)
@@ -79,15 +87,16 @@ class CocoDetectionValidator(DetectionValidator):
     def _check_classes(self, names: dict[int, str]) -> None:
         """A model with another class count than the data stops in one line; other class names are warned once."""
         ours, theirs = list(names.values()), list(self.data["names"].values())
+        data = self.data.get(SOURCE_KEY, self.args.data)  # the user's YAML, not our resolved copy
         if len(ours) != len(theirs):
             raise UserInputError(
-                f"the model has {len(ours)} classes but data '{self.args.data}' has {len(theirs)}: "
+                f"the model has {len(ours)} classes but data '{data}' has {len(theirs)}: "
                 "validate on data with the model's classes"
             )
         if differ := [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]:
             i, more = differ[0], f" ({len(differ) - 1} more)" if len(differ) > 1 else ""
             LOGGER.warning(
-                f"the model's class names differ from data '{self.args.data}': class {i} is '{ours[i]}' in the model "
+                f"the model's class names differ from data '{data}': class {i} is '{ours[i]}' in the model "
                 f"but '{theirs[i]}' in data{more}; classes are scored by index."
             )
 
@@ -189,6 +198,25 @@ class CocoDetectionValidator(DetectionValidator):
         if self.metrics.coco_per_class:
             write_tables(self.save_dir, "coco_per_class", "class", self.metrics.coco_per_class)
 
+    @contextmanager
+    def _one_line_names(self) -> Iterator[None]:
+        """Class names with control characters escaped, for Ultralytics' image plots (PIL's text layout fails on a
+        line break)."""
+        names, self.names = self.names, {k: printable(v) for k, v in self.names.items()}
+        try:
+            yield
+        finally:
+            self.names = names
+
+    def plot_val_samples(self, batch: dict[str, Any], ni: int) -> None:
+        with self._one_line_names():
+            super().plot_val_samples(batch, ni)
+
+    def plot_predictions(self, batch: dict[str, Any], preds: list[dict[str, torch.Tensor]], ni: int,
+                         max_det: int | None = None) -> None:
+        with self._one_line_names():
+            super().plot_predictions(batch, preds, ni, max_det)
+
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
         """Return `stats` unchanged: get_stats already scored `jdict`, the very list the base class saves as JSON."""
         return stats
@@ -202,7 +230,7 @@ class CocoDetectionValidator(DetectionValidator):
         if self.args.verbose and not self.training and self.nc > 1:
             for i, c in enumerate(self.metrics.ap_class_index):
                 counts = self.metrics.nt_per_image[c], self.metrics.nt_per_class[c]
-                LOGGER.info(row % (self.names[c], *counts, *self.metrics.class_result(i)))
+                LOGGER.info(row % (printable(self.names[c]), *counts, *self.metrics.class_result(i)))
         LOGGER.info(("%22s" + "%11s" * len(METRICS)) % (f"COCO ({self.coco_backend})", *METRICS))
         LOGGER.info(text_row("all", self.metrics.coco.values()))
         for name, values in self.metrics.coco_per_class.items():
