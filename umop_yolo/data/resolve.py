@@ -70,8 +70,8 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     if fmt != "yolo":
         check_format(fmt)
     voc_box = box_convention(fmt, cfg.get("voc_box"))
-    root = _root(file, cfg)
-    names = _names(cfg, required=fmt == "yolo")
+    root = dataset_root(file, cfg)
+    names = class_names(cfg, required=fmt == "yolo")
     if fmt == "yolo":
         resolved = _resolve_yolo(file, cfg, root, names)
     else:
@@ -87,7 +87,7 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     return target if target.is_file() else write_text_atomic(target, text)
 
 
-def _root(file: Path, cfg: dict[str, Any]) -> Path:
+def dataset_root(file: Path, cfg: dict[str, Any]) -> Path:
     """Dataset root: `path` relative to the YAML's folder (absolute stays absolute); the YAML's folder if absent."""
     value = cfg.get("path")
     if value is not None and not isinstance(value, str):
@@ -98,7 +98,7 @@ def _root(file: Path, cfg: dict[str, Any]) -> Path:
     return root
 
 
-def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
+def class_names(cfg: dict[str, Any], required: bool) -> list[str] | None:
     """Class names as a list (index = class id) from `names` (list or {id: name}) or `nc`."""
     names, nc = cfg.get("names"), cfg.get("nc")
     if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
@@ -128,7 +128,7 @@ def _existing(root: Path, value: Any, key: str) -> Path:
     return path
 
 
-def _split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | None:
+def split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | None:
     """Existing paths of split `key` (a string or a list); None for an absent `test`."""
     if cfg.get(key) is None:
         if key == "test":
@@ -140,7 +140,7 @@ def _split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | No
 
 def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str]) -> dict[str, Any]:
     """Absolute split paths; a mirror with the bad label rows dropped if any were found."""
-    splits = {k: e for k in SPLITS if (e := _split_entries(root, cfg, k)) is not None}
+    splits = {k: e for k in SPLITS if (e := split_entries(root, cfg, k)) is not None}
     report = Reporter(file)
     audited = {k: audit_split([im for e in v for im in list_images(e)], len(names), report) for k, v in splits.items()}
     report.close()
@@ -168,7 +168,7 @@ def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Per split: (instances JSON, image folder) for COCO, or the ImageSets list files for VOC."""
     sources: dict[str, Any] = {}
     for key in SPLITS:
-        entries = _split_entries(root, cfg, key)
+        entries = split_entries(root, cfg, key)
         if entries is None:
             continue
         if fmt == "voc":
