@@ -6,7 +6,8 @@
 Each stage runs in a process forked from this one after the imports, with its peak-RSS mark reset (Linux'
 /proc/self/clear_refs), so its peak is its own: wall and CPU seconds (all threads), peak RSS, and RSS before the stage
 (the imports, the prepared inputs) are printed per stage. The stages:
-  generate  the synthetic COCO JSON and images (not a target; shown for the record)
+  generate  the synthetic COCO JSON and images, train2017 and a 5,000-image val2017 (not a target; for the record)
+  check     `umop check data=coco.yaml` over both splits: every image header against the JSON, every annotation
   convert   umop's COCO -> YOLO conversion (`umop convert format=coco`), with the size of the labels it writes
   cache     Ultralytics' label cache: every image header and label file verified, as the first training does
   loader    one pass of the training data loader (mosaic, 640 px, batch 16, workers 0) over 1,000 images
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # coco_synth, level_st
 import coco_synth  # noqa: E402
 
 MARKER = ".coco_scale"  # marks a folder this script made, which it may delete
-EPOCHS, LOADER_IMAGES, BATCH = 12, 1_000, 16
+EPOCHS, LOADER_IMAGES, BATCH, VAL_IMAGES = 12, 1_000, 16, 5_000
 LEVELS = ["P3", "P4", "P5", "P6", "P7"]  # RetinaNet / ATSS: the most rows per window
 
 
@@ -74,12 +75,25 @@ def _dataset(out: Path) -> Any:
 
 
 def generate(root: Path, images: int) -> dict:
-    tables = coco_synth.make_tables(images)
     (root / "annotations").mkdir(parents=True)
-    json_file = root / "annotations" / "instances_train2017.json"
-    coco_synth.write_instances(tables, json_file, "train2017")
-    coco_synth.write_images(tables, root / "train2017", root / "prototypes")
-    return {"boxes": len(tables.owner), "json_mb": json_file.stat().st_size / 2**20}
+    boxes = {}
+    for split, n, seed in (("train2017", images, 0), ("val2017", min(images, VAL_IMAGES), 1)):
+        tables = coco_synth.make_tables(n, seed)
+        coco_synth.write_instances(tables, root / "annotations" / f"instances_{split}.json", split, seed)
+        coco_synth.write_images(tables, root / split, root / "prototypes")
+        boxes[split] = len(tables.owner)
+    (root / "coco.yaml").write_text("format: coco\ntrain: train2017\nval: val2017\n"
+                                    "train_json: annotations/instances_train2017.json\n"
+                                    "val_json: annotations/instances_val2017.json\n")
+    json_mb = (root / "annotations" / "instances_train2017.json").stat().st_size / 2**20
+    return {"boxes": boxes["train2017"], "val_boxes": boxes["val2017"], "json_mb": json_mb}
+
+
+def check(root: Path) -> dict:
+    from umop_yolo.data.check import check_data
+
+    _, problems, images = check_data(root / "coco.yaml")
+    return {"images": images, "problems": len(problems)}
 
 
 def convert(root: Path, out: Path) -> dict:
@@ -102,8 +116,8 @@ def loader(out: Path) -> dict:
 
     batches = build_dataloader(_dataset(out), BATCH, 0, shuffle=True, pin_memory=False, device="cpu")
     rss = [rss_mb() for _, _ in zip(range(math.ceil(LOADER_IMAGES / BATCH)), batches)]
-    settled = rss[len(rss) // 4]  # after the first batches have filled the caches
-    return {"batches": len(rss), "rss_growth_mb": rss[-1] - settled}
+    quarters = "/".join(f"{rss[min(len(rss) - 1, len(rss) * k // 4)]:.0f}" for k in range(1, 5))
+    return {"batches": len(rss), "rss_mb_quarters": quarters}
 
 
 def _eval_inputs(images: int) -> tuple[dict, list[dict]]:
@@ -163,6 +177,7 @@ def _warm() -> None:
     import pycocotools.cocoeval  # noqa: F401
     import ultralytics.data.build  # noqa: F401
 
+    import umop_yolo.data.check  # noqa: F401
     import umop_yolo.data.convert  # noqa: F401
     import umop_yolo.engine.level_plots  # noqa: F401
     import umop_yolo.eval.coco_eval  # noqa: F401
@@ -222,6 +237,7 @@ def main() -> None:
     root = out / "coco"
     try:
         stage("generate", generate, root, args.images)
+        stage("check", check, root)
         r_convert = stage("convert", convert, root, out)
         r_cache = stage("cache", cache, out)
         r_loader = stage("loader", loader, out)

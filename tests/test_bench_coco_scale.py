@@ -30,9 +30,11 @@ def test_tiny_run_reports_every_stage_and_cleans_up(tmp_path):
     assert 0 < peak < 8000 and all(0 <= t < 300 for t in (convert_s, cache_s, eval_s, eval_fast_s, plots_s))
     rows = 12 * 40 // 10 * 5  # epochs x windows of level_log_interval=10 steps x 5 levels
     assert 0.8 * rows * 60 / 2**20 < csv_mb < rows * 200 / 2**20  # 60-200 bytes a row
-    for stage in ("generate", "convert", "cache", "loader", "eval pycocotools", "eval faster", "levels", "plots"):
+    stages = ("generate", "check", "convert", "cache", "loader", "eval pycocotools", "eval faster", "levels", "plots")
+    for stage in stages:
         assert re.search(rf"^{stage} +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}  ", done.stdout, re.M), stage
     assert re.search(r"^generate .* boxes=364 ", done.stdout, re.M)  # 50 x 860,001 / 118,287
+    assert re.search(r"^check .* images=100 problems=0$", done.stdout, re.M)  # train and val: 50 each
     assert re.search(r"^loader .* batches=4 ", done.stdout, re.M)  # one pass over the 50 images
     diff = re.search(r"largest difference of the six numbers (\S+)$", lines[-2])
     assert diff and float(diff.group(1)) < 1e-9

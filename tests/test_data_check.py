@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import COCO128
 from umop_yolo.cli import main
 
 
@@ -141,3 +142,12 @@ def test_check_takes_only_data(argv, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == "umop: error: check takes only data= (a data YAML, e.g. umop check " \
                                               "data=coco.yaml)"
+
+
+@pytest.mark.skipif(not COCO128.is_dir(), reason="needs ../shared/data/coco128")
+def test_real_coco128_photos_agree_with_their_official_json(tmp_path, capsys):
+    yaml_file = tmp_path / "coco128_json.yaml"
+    yaml_file.write_text(f"format: coco\npath: {COCO128}\ntrain: images/train2017\nval: images/train2017\n"
+                         "train_json: annotations/instances_train2017.json\n"
+                         "val_json: annotations/instances_train2017.json\n")
+    assert check(capsys, yaml_file) == (0, [f"check: {yaml_file}: no problems (256 images)"], "")
