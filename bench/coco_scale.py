@@ -106,9 +106,11 @@ def convert(root: Path, out: Path) -> dict:
 
 
 def cache(out: Path) -> dict:
-    (out / "yolo" / "labels" / "train.cache").unlink(missing_ok=True)
+    cache_file = out / "yolo" / "labels" / "train.cache"
+    cache_file.unlink(missing_ok=True)
     dataset = _dataset(out)
-    return {"labels": len(dataset.labels), "boxes": sum(len(lb["cls"]) for lb in dataset.labels)}
+    return {"labels": len(dataset.labels), "boxes": sum(len(lb["cls"]) for lb in dataset.labels),
+            "cache_mb": cache_file.stat().st_size / 2**20}
 
 
 def loader(out: Path) -> dict:
