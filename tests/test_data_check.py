@@ -64,6 +64,16 @@ def test_a_broken_coco_dataset_gives_one_line_per_problem_and_exit_2(tmp_path, c
     assert bad_json.startswith(f"{yaml_file}: split 'val': {tmp_path / 'ann' / 'val.json'}: unreadable or malformed")
 
 
+def test_a_missing_coco_json_or_image_folder_stops_only_its_split(tmp_path, capsys):
+    yaml_file = coco_dataset(tmp_path)
+    (tmp_path / "ann" / "val.json").unlink()
+    yaml_file.write_text(yaml_file.read_text().replace("train: imgs", "train: images"))
+    code, out, _ = check(capsys, yaml_file)
+    assert code == 2 and out == [f"{yaml_file}: split 'train': 'train' path {tmp_path / 'images'} does not exist",
+                                 f"{yaml_file}: split 'val': 'val_json' path {tmp_path / 'ann' / 'val.json'} does not "
+                                 "exist"]
+
+
 def test_coco_categories_must_match_names_and_the_other_splits(tmp_path, capsys):
     yaml_file = coco_dataset(tmp_path)
     doc = json.loads((tmp_path / "ann" / "val.json").read_text())

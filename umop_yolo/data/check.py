@@ -20,7 +20,7 @@ from PIL import Image
 from umop_yolo.cfg import load_yaml
 from umop_yolo.data import coco, voc
 from umop_yolo.data.labels import Reporter
-from umop_yolo.data.resolve import SPLITS, class_names, dataset_root, find_yaml, split_entries
+from umop_yolo.data.resolve import SPLITS, class_names, dataset_root, existing_path, find_yaml, split_entries
 from umop_yolo.data.yolo import audit_split, check_split, list_images
 from umop_yolo.errors import UserInputError
 
@@ -68,9 +68,7 @@ def _check_coco(cfg: dict[str, Any], root: Path, names: list[str] | None, split:
         return 0
     if cfg.get(f"{split}_json") is None:
         raise UserInputError(f"missing '{split}_json' (the COCO instances JSON of split '{split}')")
-    json_file = (root / Path(str(cfg[f"{split}_json"])).expanduser()).resolve()
-    if not json_file.is_file():
-        raise UserInputError(f"'{split}_json' {json_file} not found")
+    json_file = existing_path(root, cfg[f"{split}_json"], f"{split}_json")
     data = coco.load_json(json_file)
     split_names, samples, _ = coco.coco_samples(data, json_file, folders[0], report)
     expected = names or report.categories

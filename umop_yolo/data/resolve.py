@@ -119,7 +119,9 @@ def class_names(cfg: dict[str, Any], required: bool) -> list[str] | None:
     return [str(n) for n in names]
 
 
-def _existing(root: Path, value: Any, key: str) -> Path:
+def existing_path(root: Path, value: Any, key: str) -> Path:
+    """The path `value` of key `key`, relative to `root`; a one-line error unless it is a string naming a file or folder
+    that exists."""
     if not isinstance(value, str) or not value:
         raise UserInputError(f"'{key}' must be a path string, got {value!r}")
     path = (root / Path(value).expanduser()).resolve()
@@ -135,7 +137,7 @@ def split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | Non
             return None
         raise UserInputError(f"missing '{key}'")
     values = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-    return [_existing(root, v, key) for v in values]
+    return [existing_path(root, v, key) for v in values]
 
 
 def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str]) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str])
 
         atomic_build(mirror, build)
         data = {"path": str(mirror), **{k: str(mirror / "images" / k) for k in audited}}
-    data.update({key: str(_existing(root, cfg[key], key)) for key in COCO_FILES if cfg.get(key) is not None})
+    data.update({key: str(existing_path(root, cfg[key], key)) for key in COCO_FILES if cfg.get(key) is not None})
     data["names"] = dict(enumerate(names))
     return data
 
@@ -178,5 +180,5 @@ def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             raise UserInputError(f"'{key}' must be one image folder for format coco")
         if cfg.get(f"{key}_json") is None:
             raise UserInputError(f"missing '{key}_json' (the COCO instances JSON of split '{key}')")
-        sources[key] = (_existing(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
+        sources[key] = (existing_path(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
     return sources
