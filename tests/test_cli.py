@@ -179,7 +179,7 @@ def test_help_prints_the_guide(argv, capsys):
 
 def test_the_guide_has_every_mode_and_every_umop_key_with_its_default_and_help():
     text = " ".join(umop_help.guide().split())
-    assert set(umop_help.MODES) == {*cli.MODES, "convert", "cfg", *cli.INFO}
+    assert set(umop_help.MODES) == {*cli.MODES, *cli.OWN_KEYS, "cfg", *cli.INFO}
     for mode, (what, example) in umop_help.MODES.items():
         assert f" {mode} {what} " in text and (mode in {"help", "version"} or example in text)
     for key, (default, meaning) in UMOP_SETTINGS.items():

@@ -95,6 +95,12 @@ def convert(args: dict[str, Any]) -> Any:
     return path
 
 
+def check(args: dict[str, Any]) -> Any:
+    from umop_yolo.data.check import check_main
+
+    return check_main(args)
+
+
 def ablate(args: dict[str, Any]) -> Any:
     from umop_yolo.ablate import run_ablation
 
@@ -103,6 +109,7 @@ def ablate(args: dict[str, Any]) -> Any:
 
 MODES: dict[str, Callable[[dict[str, Any]], Any]] = {"train": train, "val": val, "predict": predict, "export": export,
                                                      "analyze": analyze, "plots": plots, "ablate": ablate}
+OWN_KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {"convert": convert, "check": check}
 MODE_KEYS = {"analyze": ("batches",), "plots": ("run",), "ablate": ("seeds", "variants")}  # not Ultralytics/UMOP keys
 
 
@@ -115,11 +122,11 @@ def run(mode: str, argv: list[str]) -> Any:
         if argv:
             raise ConfigError(f"{mode} takes no arguments, got '{argv[0]}'")
         return print(INFO[mode]())
-    if mode not in {*MODES, "convert", "cfg"}:
+    if mode not in {*MODES, *OWN_KEYS, "cfg"}:
         raise ConfigError(f"unknown mode '{mode}'; {USAGE}")
     overrides = parse_args(argv)
-    if mode == "convert":  # dataset conversion takes its own keys, none of Ultralytics'
-        return convert(overrides)
+    if mode in OWN_KEYS:  # dataset conversion and checks take their own keys, none of Ultralytics'
+        return OWN_KEYS[mode](overrides)
     if mode == "cfg":
         return print(settings_in_force(overrides))
     own = {k: overrides.pop(k) for k in list(overrides)

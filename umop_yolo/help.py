@@ -30,6 +30,8 @@ MODES: dict[str, tuple[str, str]] = {
     "ablate": ("the paper's Table 1: variants x seeds, mean +- std",
                "umop ablate seeds=3 variants=baseline,pfl,pfl+lrp baseline:cls=0.5"),
     "convert": ("COCO JSON / VOC XML -> YOLO labels + data.yaml", "umop convert format=coco src=/data/coco"),
+    "check": ("dry run over a dataset before a long job: files, JSON, image sizes, classes; one line per problem",
+              "umop check data=coco.yaml"),
     "cfg": ("every key and value in force for `umop train` with these arguments", "umop cfg cfg=atss_umop.yaml"),
     "version": ("the version of umop_yolo", "umop version"),
     "checks": ("versions of the packages umop uses, CPU and GPUs", "umop checks"),

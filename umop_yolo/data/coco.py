@@ -57,9 +57,20 @@ def _image_size(entry: dict[str, Any], path: Path) -> tuple[float, float]:
 
 def read_coco(json_file: Path, image_dir: Path) -> tuple[list[str], list[Sample]]:
     """Class names and one Sample per image of the JSON; bad annotations and missing images are warned and skipped."""
-    data = load_json(json_file)
-    names, cls_of = category_names(data, json_file)
     report = Reporter(json_file)
+    names, samples, crowd = coco_samples(load_json(json_file), json_file, image_dir, report)
+    report.close()
+    n_boxes = sum(len(s.rows) for s in samples)
+    LOGGER.info(f"{json_file.name}: {len(samples)} images, {n_boxes} boxes, {crowd} crowd boxes not used for training")
+    return names, samples
+
+
+def coco_samples(
+    data: dict[str, Any], json_file: Path, image_dir: Path, report: Reporter
+) -> tuple[list[str], list[Sample], int]:
+    """`read_coco` on a loaded JSON `data`, plus the number of crowd boxes left out: each bad annotation and missing
+    image goes to `report` and is skipped."""
+    names, cls_of = category_names(data, json_file)
     by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for ann in data["annotations"]:
         if isinstance(ann, dict) and isinstance(ann.get("image_id"), (int, str)):
@@ -105,10 +116,7 @@ def read_coco(json_file: Path, image_dir: Path) -> tuple[list[str], list[Sample]
             else:
                 rows.append(row)
         samples.append(Sample(path, rows, image_id=entry["id"]))
-    report.close()
-    n_boxes = sum(len(s.rows) for s in samples)
-    LOGGER.info(f"{json_file.name}: {len(samples)} images, {n_boxes} boxes, {crowd} crowd boxes not used for training")
-    return names, samples
+    return names, samples, crowd
 
 
 def _far_corner(box: list[Any]) -> list[Any]:

@@ -72,8 +72,8 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     if fmt != "yolo":
         check_format(fmt)
     voc_box = box_convention(fmt, cfg.get("voc_box"))
-    root = _root(file, cfg)
-    names = _names(cfg, required=fmt == "yolo")
+    root = dataset_root(file, cfg)
+    names = class_names(cfg, required=fmt == "yolo")
     if fmt == "yolo":
         resolved = _resolve_yolo(file, cfg, root, names)
     else:
@@ -89,7 +89,7 @@ def _resolve(file: Path, cfg: dict[str, Any]) -> Path:
     return target if target.is_file() else write_text_atomic(target, text)
 
 
-def _root(file: Path, cfg: dict[str, Any]) -> Path:
+def dataset_root(file: Path, cfg: dict[str, Any]) -> Path:
     """Dataset root: `path` relative to the YAML's folder (absolute stays absolute); the YAML's folder if absent."""
     value = cfg.get("path")
     if value is not None and not isinstance(value, str):
@@ -100,7 +100,7 @@ def _root(file: Path, cfg: dict[str, Any]) -> Path:
     return root
 
 
-def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
+def class_names(cfg: dict[str, Any], required: bool) -> list[str] | None:
     """Class names as a list (index = class id) from `names` (list or {id: name}) or `nc`."""
     names, nc = cfg.get("names"), cfg.get("nc")
     if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
@@ -121,7 +121,9 @@ def _names(cfg: dict[str, Any], required: bool) -> list[str] | None:
     return [str(n) for n in names]
 
 
-def _existing(root: Path, value: Any, key: str) -> Path:
+def existing_path(root: Path, value: Any, key: str) -> Path:
+    """The path `value` of key `key`, relative to `root`; a one-line error unless it is a string naming a file or folder
+    that exists."""
     if not isinstance(value, str) or not value:
         raise UserInputError(f"'{key}' must be a path string, got {value!r}")
     path = (root / Path(value).expanduser()).resolve()
@@ -130,19 +132,19 @@ def _existing(root: Path, value: Any, key: str) -> Path:
     return path
 
 
-def _split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | None:
+def split_entries(root: Path, cfg: dict[str, Any], key: str) -> list[Path] | None:
     """Existing paths of split `key` (a string or a list); None for an absent `test`."""
     if cfg.get(key) is None:
         if key == "test":
             return None
         raise UserInputError(f"missing '{key}'")
     values = cfg[key] if isinstance(cfg[key], list) else [cfg[key]]
-    return [_existing(root, v, key) for v in values]
+    return [existing_path(root, v, key) for v in values]
 
 
 def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str]) -> dict[str, Any]:
     """Absolute split paths; a mirror with the bad label rows dropped if any were found."""
-    splits = {k: e for k in SPLITS if (e := _split_entries(root, cfg, k)) is not None}
+    splits = {k: e for k in SPLITS if (e := split_entries(root, cfg, k)) is not None}
     report = Reporter(file)
     audited = {k: audit_split([im for e in v for im in list_images(e)], len(names), report) for k, v in splits.items()}
     report.close()
@@ -161,7 +163,7 @@ def _resolve_yolo(file: Path, cfg: dict[str, Any], root: Path, names: list[str])
 
         atomic_build(mirror, build)
         data = {"path": str(mirror), **{k: str(mirror / "images" / k) for k in audited}}
-    data.update({key: str(_existing(root, cfg[key], key)) for key in COCO_FILES if cfg.get(key) is not None})
+    data.update({key: str(existing_path(root, cfg[key], key)) for key in COCO_FILES if cfg.get(key) is not None})
     data["names"] = dict(enumerate(names))
     return data
 
@@ -170,7 +172,7 @@ def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Per split: (instances JSON, image folder) for COCO, or the ImageSets list files for VOC."""
     sources: dict[str, Any] = {}
     for key in SPLITS:
-        entries = _split_entries(root, cfg, key)
+        entries = split_entries(root, cfg, key)
         if entries is None:
             continue
         if fmt == "voc":
@@ -180,5 +182,5 @@ def _sources(fmt: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             raise UserInputError(f"'{key}' must be one image folder for format coco")
         if cfg.get(f"{key}_json") is None:
             raise UserInputError(f"missing '{key}_json' (the COCO instances JSON of split '{key}')")
-        sources[key] = (_existing(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
+        sources[key] = (existing_path(root, cfg[f"{key}_json"], f"{key}_json"), entries[0])
     return sources
