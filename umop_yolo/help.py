@@ -38,8 +38,8 @@ MODES: dict[str, tuple[str, str]] = {
     "help": ("this guide (also: umop MODE help, --help)", "umop help"),
 }
 USAGE = f"usage: umop [detect] {{{','.join(MODES)}}} [cfg=EXPERIMENT.yaml] [key=value ...]"
-PACKAGES = ("ultralytics", "torch", "torchvision", "pycocotools")  # required beside umop_yolo
-OPTIONAL = ("onnx", "onnxruntime", "onnxslim", "faster-coco-eval", "tensorboard")  # [export], [fast], [logging]
+PACKAGES = ("ultralytics", "torch", "torchvision", "pycocotools", "faster-coco-eval")  # required beside umop_yolo
+OPTIONAL = ("onnx", "onnxruntime", "onnxslim", "tensorboard")  # [export], [logging]
 
 
 def _value(value: Any) -> str:

@@ -177,7 +177,7 @@ class CocoDetectionValidator(DetectionValidator):
     def coco_evaluate(self, stats: dict[str, Any], pred_json: list[dict], anno_json: dict) -> dict[str, Any]:
         """Score COCO results against COCO ground truth with COCOeval and add the six numbers to `stats`.
 
-        Replaces Ultralytics' version, which needs faster-coco-eval (an optional extra here) and only warns without it.
+        Replaces Ultralytics' version, which needs faster-coco-eval and only warns without it.
         """
         per_class = bool(getattr(self.args, "per_class", False))
         if not pred_json:

@@ -1,7 +1,7 @@
 """Score box detections with COCOeval: the six summary numbers papers report, optionally per class.
 
-faster-coco-eval (what Ultralytics itself uses; the `[fast]` extra) scores when it is installed: the same numbers,
-several times faster. pycocotools, a dependency, is the fallback and the reference the tests compare it with.
+faster-coco-eval (a dependency, what Ultralytics itself uses) scores when it can: the same numbers, several times
+faster. pycocotools is the fallback (non-integer ids) and the reference the tests compare it with.
 """
 
 from __future__ import annotations
