@@ -73,10 +73,12 @@ class DenseHead(Detect):
         return y if self.export else (y, preds)
 
     def _inference(self, preds: dict[str, Any]) -> Tensor:
-        """(B, 4 + nc, N): the top `nms_pre` anchors of every level by best class score, decoded."""
+        """(B, 4 + nc, N): per level the `nms_pre` best (anchor, class) scores, decoded and clipped to the input."""
         anchors, sizes = self.anchors_for(preds["feats"])
-        box, scores = decode_top_anchors(anchor_scores(preds), preds["bbox_deltas"], anchors, sizes, self.coder,
-                                         self.nms_pre, self.score_thr)
+        probs, centerness = anchor_scores(preds)
+        image_hw = torch._shape_as_tensor(preds["feats"][0])[-2:] * int(self.stride[0])  # traced: any input size
+        box, scores = decode_top_anchors(probs, preds["bbox_deltas"], anchors, sizes, self.coder, self.nms_pre,
+                                         self.score_thr, centerness, image_hw)
         if not self.xyxy:
             box = torch.cat([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], -1)
         return torch.cat([box, scores], -1).transpose(1, 2)
