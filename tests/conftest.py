@@ -40,17 +40,28 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-@pytest.fixture
-def warnings_seen():
-    """Messages Ultralytics' LOGGER warns while the test runs (it does not propagate to caplog)."""
+def _logger_messages(level: int):
+    """Messages Ultralytics' LOGGER logs at `level` and above while the test runs (it does not propagate to caplog)."""
     from ultralytics.utils import LOGGER
 
     seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
+    handler = logging.Handler(level)
     handler.emit = lambda record: seen.append(record.getMessage())
     LOGGER.addHandler(handler)
     yield seen
     LOGGER.removeHandler(handler)
+
+
+@pytest.fixture
+def warnings_seen():
+    """Messages Ultralytics' LOGGER warns while the test runs."""
+    yield from _logger_messages(logging.WARNING)
+
+
+@pytest.fixture
+def logged():
+    """Messages Ultralytics' LOGGER logs at INFO and above while the test runs."""
+    yield from _logger_messages(logging.INFO)
 
 
 @pytest.fixture

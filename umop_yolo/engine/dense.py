@@ -140,10 +140,16 @@ class DenseDetectionModel(UmopDetectionModel):
         return DenseCriterion(head, loss)
 
     def load(self, weights: dict | nn.Module, verbose: bool = True) -> None:
-        """Copy every tensor whose name and shape match (a different nc keeps the new classifier)."""
+        """Copy every tensor whose name and shape match; with another class count the classification conv keeps its
+        fresh initialisation, and one line says so."""
         model = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
         state = intersect_dicts(model.float().state_dict(), self.state_dict())
         self.load_state_dict(state, strict=False)
+        theirs = getattr(model.model[-1], "nc", None) if isinstance(model.model, nn.Sequential) else None
+        if theirs is not None and theirs != self.model[-1].nc:
+            fresh = sorted({k.rpartition(".")[0] for k in self.state_dict() if k not in state})
+            LOGGER.info(f"Classification layers re-initialised for {self.model[-1].nc} classes (the weights have "
+                        f"{theirs}): {', '.join(fresh)}")
         if verbose:
             LOGGER.info(f"Transferred {len(state)}/{len(self.state_dict())} items from pretrained weights")
 

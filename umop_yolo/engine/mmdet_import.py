@@ -2,7 +2,7 @@
 
 * `model=file.pth`: the architecture comes from the config text the checkpoint keeps in `meta` (`mmdet_config`);
 * `model=<model YAML> pretrained=file.pth` (Python: `UmopYOLO('<model YAML>').load('file.pth')`): the YAML's
-  architecture, for checkpoints without a config or to override it;
+  architecture, for checkpoints without a config (or one with no counterpart here) or to override it;
 * the class names come from `meta` (`dataset_meta['classes']` in 3.x, `CLASSES` in 2.x), the class count from the
   classification conv, the NMS settings for val/predict (`iou`, `max_det`, `nms_pre`) from the config's `test_cfg`.
 
@@ -20,7 +20,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.dense_schema import dense_config, load_model_yaml
-from umop_yolo.engine.mmdet_config import model_yaml, parse_config
+from umop_yolo.engine.mmdet_config import ConfigTextError, model_yaml, parse_config
 from umop_yolo.engine.mmdet_read import class_names, config_text, read_checkpoint, state_dict_of
 from umop_yolo.engine.safe_pickle import CheckpointError
 from umop_yolo.errors import UserInputError
@@ -35,6 +35,14 @@ def is_mmdet_file(name: Any) -> bool:
     return isinstance(name, (str, Path)) and str(name).lower().endswith(SUFFIX)
 
 
+def _test_settings(text: str | None, path: Path) -> dict:
+    """The config's NMS settings when it has one that reads as one of our architectures, else none."""
+    try:
+        return model_yaml(parse_config(text, str(path)))[1] if text else {}
+    except ConfigTextError:  # the model YAML given instead describes the architecture
+        return {}
+
+
 def _architecture(ckpt: dict, path: Path, architecture: str | dict | None) -> tuple[dict, dict]:
     """The model YAML dict and the test settings: from `architecture` if given, else from the checkpoint's config."""
     if architecture is not None:
@@ -42,7 +50,8 @@ def _architecture(ckpt: dict, path: Path, architecture: str | dict | None) -> tu
         if "detector" not in yaml:
             raise UserInputError(f"model '{architecture}' is not a RetinaNet/ATSS model YAML, which an MMDetection "
                                  f"checkpoint ('{path.name}') needs")
-        return {**yaml, "backbone": {**(yaml.get("backbone") or {}), "pretrained": None}}, {}
+        yaml = {**yaml, "backbone": {**(yaml.get("backbone") or {}), "pretrained": None}}
+        return yaml, _test_settings(config_text(ckpt), path)
     text = config_text(ckpt)
     if text is None:
         raise UserInputError(f"checkpoint '{path}' keeps no MMDetection config in its meta: give the architecture "
@@ -65,8 +74,8 @@ def mmdet_model(file: str | Path, architecture: str | dict | None = None,
     state = strip_wrappers(state_dict_of(ckpt, path))
     detector = detector_of(state)
     if detector is None:
-        raise CheckpointError(f"checkpoint '{path}' holds no ATSS or RetinaNet head (bbox_head.atss_cls / "
-                              "bbox_head.retina_cls); ResNet backbone weights go in backbone_weights=")
+        raise CheckpointError(f"checkpoint '{path}' holds no MMDetection ATSS or RetinaNet head (bbox_head.atss_cls / "
+                              f"bbox_head.retina_cls); for ResNet backbone weights use backbone_weights={file}")
     yaml, test = _architecture(ckpt, path, architecture)
     if yaml["detector"] != detector:
         raise UserInputError(f"checkpoint '{path}' holds a {detector} head but the architecture is a "
@@ -93,6 +102,6 @@ def mmdet_start(model: Any, pretrained: Any) -> DenseDetectionModel | None:
     or None when neither names one."""
     if is_mmdet_file(model):
         return mmdet_model(model)[0]
-    if is_mmdet_file(pretrained):
+    if is_mmdet_file(pretrained) and not str(model).endswith(".pt"):  # a .pt brings its own model (Ultralytics)
         return mmdet_model(pretrained, architecture=str(model) if model else None)[0]
     return None
