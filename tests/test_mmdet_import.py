@@ -53,6 +53,15 @@ def test_mmdet_checkpoint_gives_architecture_classes_and_test_settings(file):
     torch.testing.assert_close(model.model[2].head.reg_convs[4].weight, state["bbox_head.reg_convs.1.gn.weight"])
 
 
+def test_legacy_non_zip_checkpoint_reads_the_same(tmp_path):
+    """MMDetection 2.x model-zoo files were saved by torch < 1.6, in the legacy (non-zip) format."""
+    legacy = tmp_path / "legacy.pth"
+    torch.save(read_checkpoint(ATSS2), legacy, _use_new_zipfile_serialization=False)
+    model = mmdet_model(legacy)[0]
+    for (k, v), w in zip(model.state_dict().items(), mmdet_model(ATSS2)[0].state_dict().values()):
+        assert torch.equal(v, w), k
+
+
 def test_model_yaml_gives_the_architecture_of_a_checkpoint_without_config(tmp_path):
     ckpt = read_checkpoint(ATSS2)
     bare = resave(tmp_path, {"state_dict": ckpt["state_dict"], "meta": {"CLASSES": ckpt["meta"]["CLASSES"]}})

@@ -14,7 +14,13 @@ Models: ResNet-18 at base_channels 4, FPN 16 channels P3-P7, heads with 2 stacke
 (the built-in shapes data's), random weights from a fixed seed, scaled so that hundreds of (anchor, class) scores per
 image pass the score threshold (`calibrate_`).
 
-    python tools/mmdet_golden.py  # in a Python with mmdet 3.3 (see the README section on MMDetection models)
+Reference environment (as the fixtures were made, 2026-12-07; torch, numpy, opencv and pycocotools from the project's
+environment, shared through a .pth file in the venv's site-packages):
+
+    python -m venv /tmp/mmdet-venv
+    /tmp/mmdet-venv/bin/pip install --no-deps mmengine==0.10.7 mmdet==3.3.0 mmcv-lite==2.1.0
+    /tmp/mmdet-venv/bin/pip install addict yapf termcolor terminaltables rich six tqdm shapely scipy
+    /tmp/mmdet-venv/bin/python tools/mmdet_golden.py   # rewrites tests/fixtures/mmdet*, byte for byte the same
 """
 
 from __future__ import annotations
