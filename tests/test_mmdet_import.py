@@ -177,3 +177,8 @@ def test_model_zoo_configs_are_our_model_yamls(text, yaml_file, iou):
     expected["backbone"]["pretrained"] = None
     assert dense_config(ours) == {k: v for k, v in expected.items() if k != "yaml_file"}
     assert test == {"iou": iou, "max_det": 100, "nms_pre": 1000}
+
+
+def test_a_yolo_architecture_cannot_take_an_mmdetection_checkpoint():
+    with pytest.raises(UserInputError, match="model 'yolov8n.yaml' is not a RetinaNet/ATSS model YAML"):
+        mmdet_model(ATSS3, architecture="yolov8n.yaml")

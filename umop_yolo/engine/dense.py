@@ -145,7 +145,8 @@ class DenseDetectionModel(UmopDetectionModel):
         model = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
         state = intersect_dicts(model.float().state_dict(), self.state_dict())
         self.load_state_dict(state, strict=False)
-        theirs = getattr(model.model[-1], "nc", None) if isinstance(model.model, nn.Sequential) else None
+        layers = getattr(model, "model", None)
+        theirs = getattr(layers[-1], "nc", None) if isinstance(layers, nn.Sequential) else None
         if theirs is not None and theirs != self.model[-1].nc:
             fresh = sorted({k.rpartition(".")[0] for k in self.state_dict() if k not in state})
             LOGGER.info(f"Classification layers re-initialised for {self.model[-1].nc} classes (the weights have "

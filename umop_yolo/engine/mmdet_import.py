@@ -12,14 +12,15 @@ or loading stops in one line naming the first tensor that does not fit.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from umop_yolo.engine.build import build_model
+from umop_yolo.engine.build import build_model, model_spec
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.dense_schema import dense_config, load_model_yaml
+from umop_yolo.engine.dense_schema import dense_config
 from umop_yolo.engine.mmdet_config import ConfigTextError, model_yaml, parse_config
 from umop_yolo.engine.mmdet_read import class_names, config_text, read_checkpoint, state_dict_of
 from umop_yolo.engine.safe_pickle import CheckpointError
@@ -46,9 +47,10 @@ def _test_settings(text: str | None, path: Path) -> dict:
 def _architecture(ckpt: dict, path: Path, architecture: str | dict | None) -> tuple[dict, dict]:
     """The model YAML dict and the test settings: from `architecture` if given, else from the checkpoint's config."""
     if architecture is not None:
-        yaml = load_model_yaml(architecture)
+        yaml = copy.deepcopy(model_spec(architecture if isinstance(architecture, dict) else str(architecture)))
         if "detector" not in yaml:
-            raise UserInputError(f"model '{architecture}' is not a RetinaNet/ATSS model YAML, which an MMDetection "
+            name = architecture if isinstance(architecture, (str, Path)) else yaml.get("yaml_file", "the model")
+            raise UserInputError(f"model '{Path(name).name}' is not a RetinaNet/ATSS model YAML, which an MMDetection "
                                  f"checkpoint ('{path.name}') needs")
         yaml = {**yaml, "backbone": {**(yaml.get("backbone") or {}), "pretrained": None}}
         return yaml, _test_settings(config_text(ckpt), path)
