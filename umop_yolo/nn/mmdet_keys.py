@@ -38,7 +38,7 @@ def detector_of(state: dict[str, Tensor]) -> str | None:
 
 def has_head_norm(state: dict[str, Tensor]) -> bool:
     """Whether the head's towers hold GroupNorms (ATSS), which spaces the tower's layers by three, not two."""
-    return any(_TOWER.fullmatch(k) and _TOWER.fullmatch(k).group(3) == "gn" for k in state)
+    return any((m := _TOWER.fullmatch(k)) is not None and m.group(3) == "gn" for k in state)
 
 
 def _our_key(key: str, neck_inputs: int, per_conv: int) -> str:
