@@ -54,6 +54,7 @@ def test_model_yaml_with_pretrained_checkpoint_predicts_the_same(image, tmp_path
                  "save=false", f"project={tmp_path}"]) == 0
 
 
+@pytest.mark.slow
 def test_export_onnx_from_the_checkpoint(tmp_path):
     pytest.importorskip("onnx")
     copy = tmp_path / "atss.pth"
