@@ -85,6 +85,13 @@ def test_a_tensor_that_does_not_fit_is_named_in_one_line(tmp_path):
         mmdet_model(ATSS2, architecture={**tiny_atss_yaml(), "head": {**tiny_atss_yaml()["head"], "stacked_convs": 3}})
 
 
+def test_a_truncated_checkpoint_is_one_line(tmp_path):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(ATSS3.read_bytes()[:100_000])
+    with pytest.raises(CheckpointError, match="cut.pth' is not readable, the file is truncated or corrupt"):
+        read_checkpoint(cut)
+
+
 def test_backbone_weights_are_not_a_detector(tmp_path):
     backbone = {k: v for k, v in read_checkpoint(ATSS2)["state_dict"].items() if k.startswith("backbone.")}
     file = resave(tmp_path, backbone, "r18.pth")
@@ -120,6 +127,7 @@ def test_config_is_parsed_never_run():
     ({"backbone": {"style": "caffe"}}, "backbone.style='caffe'"),
     ({"neck": {"type": "PAFPN"}}, "neck.type='PAFPN'"),
     ({"neck": {"start_level": 0}}, "neck.start_level=0"),
+    ({"backbone": {"deep_stem": True}}, "backbone.deep_stem=True"),
     ({"bbox_head": {"norm_cfg": None}}, "bbox_head.norm_cfg=None"),
     ({"backbone": {"dcn": {"type": "DCN"}, "stage_with_dcn": [False, True, True, True]}}, "backbone.dcn.type='DCN'"),
 ])
@@ -166,6 +174,9 @@ DCN = "\n                  dcn=dict(type='DCNv2', deform_groups=1, fallback_on_s
 
 @pytest.mark.parametrize("text, yaml_file, iou", [
     (ZOO_ATSS.format(depth=50, dcn=""), "atss_r50_fpn.yaml", 0.6),
+    (ZOO_ATSS.format(depth=50, dcn="").replace("add_extra_convs='on_output'",  # MMDetection 2.0-2.x's spelling
+                                               "add_extra_convs=True, extra_convs_on_inputs=False"),
+     "atss_r50_fpn.yaml", 0.6),
     (ZOO_ATSS.format(depth=101, dcn=DCN), "atss_r101_dcn_fpn.yaml", 0.6),
     (ZOO_RETINANET, "retinanet_r50_fpn.yaml", 0.5),
 ])

@@ -65,6 +65,8 @@ def _backbone(cfg: dict) -> tuple[dict, list[int]]:
     _check(kind in ("ResNet", "ResNeXt"), "backbone.type", kind, "ResNet or ResNeXt")
     _check(cfg.get("style", "pytorch") == "pytorch", "backbone.style", cfg.get("style"), "pytorch")
     _check(cfg.get("num_stages", 4) == 4, "backbone.num_stages", cfg.get("num_stages"), "4")
+    for key in ("deep_stem", "avg_down"):  # ResNetV1c/d stems and shortcuts
+        _check(not cfg.get(key), f"backbone.{key}", cfg.get(key), "the plain ResNet stem and shortcuts")
     dcn, stages = cfg.get("dcn"), list(cfg.get("stage_with_dcn") or [False] * 4)
     if dcn:
         _check(dcn.get("type") == "DCNv2", "backbone.dcn.type", dcn.get("type"), "DCNv2 (modulated)")
@@ -83,7 +85,8 @@ def _neck(cfg: dict, out_indices: list[int]) -> dict:
     _check(used == [1, 2, 3], "neck.start_level", start, "FPN inputs C3-C5")
     _check(not cfg.get("norm_cfg"), "neck.norm_cfg", cfg.get("norm_cfg"), "no norm in the FPN")
     extra = cfg.get("add_extra_convs", False)
-    extra = "on_input" if extra is True else extra
+    if extra is True:  # MMDetection 2.x: True with extra_convs_on_inputs (default True) saying where from
+        extra = "on_input" if cfg.get("extra_convs_on_inputs", True) else "on_output"
     _check(extra in ("on_input", "on_output") or cfg.get("num_outs", 5) == 3, "neck.add_extra_convs", extra,
            "on_input or on_output")
     return {"out_channels": cfg.get("out_channels", 256), "num_outs": cfg.get("num_outs", 5),
