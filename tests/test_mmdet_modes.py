@@ -39,6 +39,7 @@ def test_cli_val_and_predict_run_on_the_checkpoint(tiny_shapes, image, tmp_path,
     assert main(["val", f"model={RETINANET3}", f"data={tiny_shapes}", "imgsz=128", "batch=4", "plots=false"]) == 0
     assert (tmp_path / "runs" / "detect" / "val" / "predictions.json").is_file()
     assert main(["predict", f"model={ATSS3}", f"source={image}", "imgsz=128", "save=false"]) == 0
+    assert main(["val", f"model={ATSS3}"]) == 2  # the checkpoint names no dataset: nothing is downloaded
 
 
 def test_model_yaml_with_pretrained_checkpoint_predicts_the_same(image, tmp_path):

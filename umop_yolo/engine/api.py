@@ -98,8 +98,9 @@ class UmopYOLO(Model):
         args = mode_args("val", kwargs, "val()")
         args.update(training_test_args(self.ckpt, args))
         data = args.get("data") or self.overrides.get("data")
-        if data:
-            args["data"] = resolve_data(data)
+        if not data:  # Ultralytics would fall back to downloading coco8
+            raise UserInputError("val needs data=: this model records no dataset (e.g. data=coco.yaml)")
+        args["data"] = resolve_data(data)
         return super().val(validator, **args)
 
     def predict(self, source: Any = None, stream: bool = False, predictor: Any = None, **kwargs: Any) -> Any:
