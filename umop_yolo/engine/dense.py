@@ -6,8 +6,9 @@ detector's entry in `umop_yolo.nn.DETECTORS`; the YAML schema is in `dense_schem
 
 The modules are built here, not by `ultralytics.nn.tasks.parse_model` (which cannot wire multi-input necks/heads), and
 satisfy the Detect contract: training forward returns a dict of flattened per-anchor predictions plus "feats"; eval
-returns (y, raw) with y = (B, 4 + nc, N) xywh pixel boxes and class scores (ATSS: x centerness) of the top `nms_pre`
-anchors per level, scores below `score_thr` zeroed; export returns y alone.
+returns (y, raw) with y = (B, 4 + nc, N) xywh pixel boxes, clipped to the input, and class scores: per level the
+`nms_pre` best (anchor, class) scores above `score_thr` (ATSS: then x centerness), the others zeroed (MMDetection 3.x's
+selection, `nn.postprocess`); export returns y alone.
 """
 
 from __future__ import annotations
