@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+from umop_yolo.errors import UserInputError
 from umop_yolo.nn import FPN, ResNet
 from umop_yolo.nn.dcn import ModulatedDeformConv2d
 
@@ -21,6 +22,17 @@ def test_frozen_stages_are_buffers_and_batchnorms_keep_their_statistics():
     net(torch.rand(2, 3, 64, 64)).pop().sum().backward()
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in stats.items())
     assert net.layer2[0].bn1.weight.grad is not None  # affine weights of stages 2-4 still train
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_base_channels_narrows_every_stage_as_mmdetection(depth):
+    net = ResNet(depth=depth, base_channels=8, frozen_stages=1, pretrained=None)
+    expansion = 1 if depth == 18 else 4
+    assert net.conv1.out_channels == 8 and net.out_channels == [16 * expansion, 32 * expansion, 64 * expansion]
+    assert [c.shape[1] for c in net(torch.rand(1, 3, 64, 96))] == net.out_channels
+    assert "layer1.0.conv1.weight" in dict(net.named_buffers())  # stage 1 still frozen
+    with pytest.raises(UserInputError, match="base_channels"):
+        ResNet(depth=18, base_channels=0, pretrained=None)
 
 
 def test_unfrozen_backbone_updates_batchnorm_statistics():

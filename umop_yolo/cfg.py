@@ -37,8 +37,9 @@ def find_file(name: str | Path, folder: Path, what: str) -> Path:
 
 
 def resolve_model(model: str) -> str:
-    """A model YAML from cfg/models by bare name, an Ultralytics YAML name (e.g. yolov8n.yaml), or an existing .pt."""
-    if str(model).endswith(".pt"):
+    """A model YAML from cfg/models by bare name, an Ultralytics YAML name (e.g. yolov8n.yaml), or an existing .pt
+    (ours) or .pth (MMDetection's)."""
+    if str(model).endswith((".pt", ".pth")):
         if not Path(model).is_file():
             raise InputNotFoundError(f"model '{model}' not found: weights are never downloaded, pass an existing file")
         return str(Path(model).resolve())

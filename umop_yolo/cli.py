@@ -50,7 +50,10 @@ def _model_api(args: dict[str, Any]) -> Any:
 
     if "model" not in args:
         raise ConfigError("model= is required (a trained .pt, e.g. model=runs/detect/train/weights/best.pt)")
-    return UmopYOLO(args.pop("model"), trust_checkpoint=args.get("trust_checkpoint", False))
+    model = UmopYOLO(args.pop("model"), trust_checkpoint=args.get("trust_checkpoint", False))
+    if str(args.get("pretrained", "")).endswith(".pth"):  # model=<model YAML> pretrained=<MMDetection checkpoint>
+        model.load(args.pop("pretrained"))
+    return model
 
 
 def val(args: dict[str, Any]) -> Any:

@@ -34,9 +34,10 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
                                    "negatives"),
     "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
     "nms_pre": (300, "val/predict: per image only the nms_pre best (box, class) scores enter NMS (MMYOLO's nms_pre, "
-                     "Ultralytics' max_nms 30000); RetinaNet/ATSS also keep their nms_pre best anchors per level "
-                     "(MMDetection's nms_pre, 1000; replaces the model YAML's test: nms_pre). 300: COCO AP within 0.02 "
-                     "of uncapped on shapes (docs/benchmarks.md); raise it for images with hundreds of objects"),
+                     "Ultralytics' max_nms 30000); RetinaNet/ATSS also keep their nms_pre best (anchor, class) scores "
+                     "per level (MMDetection's nms_pre, 1000; replaces the model YAML's test: nms_pre). 300: COCO AP "
+                     "within 0.02 of uncapped on shapes (docs/benchmarks.md); raise it for images with hundreds of "
+                     "objects"),
     "lrp_reduction": (_PFL["lrp_reduction"], "'sum' = all levels / total positives (released), 'mean' = mean of "
                                              "level losses (Eq. 1)"),
     "lr_steps": ([], "epochs (0-based) at which lr is multiplied by 0.1, e.g. [8, 11]; [] = Ultralytics' lrf/cos_lr"),

@@ -13,6 +13,7 @@ from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.log_rewrite import rewritten_log, umop_commands
+from umop_yolo.engine.mmdet_import import is_mmdet_file, mmdet_model
 from umop_yolo.engine.predictor import CocoDetectionPredictor
 from umop_yolo.engine.saving import saved_as_ultralytics
 from umop_yolo.engine.trainer import UmopTrainer
@@ -26,10 +27,12 @@ class UmopYOLO(Model):
     """`YOLO`-like Model API (train/val/predict/export) that builds and runs our model, trainer and validator.
 
     `model` is resolved as `umop` resolves `model=`: a bare name in cfg/models (`atss_r18_fpn.yaml`), one of
-    Ultralytics' architecture YAMLs (`yolov8n.yaml`), or an existing `.pt` (never downloaded). Keyword arguments of
-    train/val/predict/export are checked and completed as `umop MODE key=value` does (experiment `cfg=`, runs under
-    `<runs_dir>/detect`, Ultralytics' `runs_dir` setting). A `.pt` is loaded with the restricted unpickler
-    (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`, which later `train()`/`val()`/... calls inherit.
+    Ultralytics' architecture YAMLs (`yolov8n.yaml`), an existing `.pt` (never downloaded), or an MMDetection
+    RetinaNet/ATSS checkpoint `.pth` (`engine.mmdet_import`; `UmopYOLO('<model YAML>').load('file.pth')` takes the
+    architecture from the YAML). Keyword arguments of train/val/predict/export are checked and completed as `umop
+    MODE key=value` does (experiment `cfg=`, runs under `<runs_dir>/detect`, Ultralytics' `runs_dir` setting). A `.pt`
+    is loaded with the restricted unpickler (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`, which
+    later `train()`/`val()`/... calls inherit; a `.pth` is always read as data only.
     """
 
     def __init__(
@@ -44,8 +47,22 @@ class UmopYOLO(Model):
         if trust_checkpoint:
             self.overrides["trust_checkpoint"] = True
 
+    def _load(self, weights: str, task: str | None = None) -> None:
+        """As `Model._load`; an MMDetection checkpoint (.pth) becomes its dense model (`engine.mmdet_import`)."""
+        if not is_mmdet_file(weights):
+            return super()._load(weights, task)
+        self.model, self.ckpt = mmdet_model(weights)
+        self.task, self.ckpt_path, self.model_name = "detect", weights, weights
+        self.overrides = self.model.args = self._reset_ckpt_args(self.model.args)
+        self.overrides.update(model=weights, task="detect")
+
     def load(self, weights: Any = "yolo26n.pt") -> UmopYOLO:
-        """Transfer weights from a checkpoint (restricted loading unless trusted), as `Model.load`."""
+        """Transfer weights from a checkpoint (restricted loading unless trusted), as `Model.load`. An MMDetection
+        checkpoint (.pth) replaces the model with this model YAML's architecture holding all its weights and classes."""
+        if is_mmdet_file(weights):
+            self.model, self.ckpt = mmdet_model(weights, architecture=self.model.yaml)
+            self.overrides["pretrained"] = str(weights)
+            return self
         with checkpoint_loading(self.trust_checkpoint):
             return super().load(weights)
 

@@ -81,12 +81,13 @@ def check_weights_args(model: Any, backbone_weights: str | bool | None, pretrain
     that: anything else would fail after the run directory exists) brings its own weights, and no ImageNet file is
     read; `backbone_weights` applies to a ResNet backbone built from a model YAML alone.
     """
-    if isinstance(pretrained, (str, Path)) and not str(pretrained).endswith(".pt"):
-        raise UserInputError(f"pretrained={pretrained} takes a whole-model .pt checkpoint (Ultralytics' key); for "
-                             f"ResNet backbone weights (.pth, torchvision or mmcv) use backbone_weights={pretrained}")
+    if isinstance(pretrained, (str, Path)) and not str(pretrained).endswith((".pt", ".pth")):
+        raise UserInputError(f"pretrained={pretrained} takes a whole-model checkpoint (Ultralytics' key): ours (.pt) "
+                             "or an MMDetection RetinaNet/ATSS (.pth); for ResNet backbone weights (torchvision or "
+                             f"mmcv) use backbone_weights={pretrained}")
     if not model:
         return
-    if str(model).endswith(".pt"):
+    if str(model).endswith((".pt", ".pth")):
         elsewhere = f"model={model} is a checkpoint with its own weights"
     elif isinstance(pretrained, (str, Path)):
         elsewhere = f"pretrained={pretrained} brings all weights"

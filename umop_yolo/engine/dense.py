@@ -6,8 +6,9 @@ detector's entry in `umop_yolo.nn.DETECTORS`; the YAML schema is in `dense_schem
 
 The modules are built here, not by `ultralytics.nn.tasks.parse_model` (which cannot wire multi-input necks/heads), and
 satisfy the Detect contract: training forward returns a dict of flattened per-anchor predictions plus "feats"; eval
-returns (y, raw) with y = (B, 4 + nc, N) xywh pixel boxes and class scores (ATSS: x centerness) of the top `nms_pre`
-anchors per level, scores below `score_thr` zeroed; export returns y alone.
+returns (y, raw) with y = (B, 4 + nc, N) xywh pixel boxes, clipped to the input, and class scores: per level the
+`nms_pre` best (anchor, class) scores above `score_thr` (ATSS: then x centerness), the others zeroed (MMDetection 3.x's
+selection, `nn.postprocess`); export returns y alone.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ class DenseHead(Detect):
         return y if self.export else (y, preds)
 
     def _inference(self, preds: dict[str, Any]) -> Tensor:
-        """(B, 4 + nc, N): the top `nms_pre` anchors of every level by best class score, decoded."""
+        """(B, 4 + nc, N): per level the `nms_pre` best (anchor, class) scores, decoded and clipped to the input."""
         anchors, sizes = self.anchors_for(preds["feats"])
-        box, scores = decode_top_anchors(anchor_scores(preds), preds["bbox_deltas"], anchors, sizes, self.coder,
-                                         self.nms_pre, self.score_thr)
+        probs, centerness = anchor_scores(preds)
+        image_hw = torch._shape_as_tensor(preds["feats"][0])[-2:] * int(self.stride[0])  # traced: any input size
+        box, scores = decode_top_anchors(probs, preds["bbox_deltas"], anchors, sizes, self.coder, self.nms_pre,
+                                         self.score_thr, centerness, image_hw)
         if not self.xyxy:
             box = torch.cat([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], -1)
         return torch.cat([box, scores], -1).transpose(1, 2)
@@ -138,10 +141,17 @@ class DenseDetectionModel(UmopDetectionModel):
         return DenseCriterion(head, loss)
 
     def load(self, weights: dict | nn.Module, verbose: bool = True) -> None:
-        """Copy every tensor whose name and shape match (a different nc keeps the new classifier)."""
+        """Copy every tensor whose name and shape match; with another class count the classification conv keeps its
+        fresh initialisation, and one line says so."""
         model = (weights.get("ema") or weights["model"]) if isinstance(weights, dict) else weights
         state = intersect_dicts(model.float().state_dict(), self.state_dict())
         self.load_state_dict(state, strict=False)
+        layers = getattr(model, "model", None)
+        theirs = getattr(layers[-1], "nc", None) if isinstance(layers, nn.Sequential) else None
+        if theirs is not None and theirs != self.model[-1].nc:
+            fresh = sorted({k.rpartition(".")[0] for k in self.state_dict() if k not in state})
+            LOGGER.info(f"Classification layers re-initialised for {self.model[-1].nc} classes (the weights have "
+                        f"{theirs}): {', '.join(fresh)}")
         if verbose:
             LOGGER.info(f"Transferred {len(state)}/{len(self.state_dict())} items from pretrained weights")
 

@@ -2,7 +2,8 @@
 
     detector: retinanet | atss                                  # umop_yolo.nn.DETECTORS
     nc: 80
-    backbone: {depth, groups, base_width, frozen_stages, norm_eval, dcn_stages, pretrained}  # umop_yolo.nn.ResNet
+    backbone: {depth, groups, base_width, base_channels, frozen_stages, norm_eval, dcn_stages, pretrained}
+          # umop_yolo.nn.ResNet
           or {yolo: yolov8n.yaml}   # the layers before the Detect of an Ultralytics model YAML (nn.YOLOBackbone)
     neck: {out_channels, num_outs, add_extra_convs, relu_before_extra_convs}   # umop_yolo.nn.FPN (ResNet)
        or {out_channels, num_outs}                                             # umop_yolo.nn.ChannelMapper (YOLO)
@@ -32,7 +33,7 @@ from umop_yolo.nn.detectors import DETECTORS
 
 BACKBONES: dict[str, dict[str, Any]] = {
     "resnet": {"depth": 50, "groups": 1, "base_width": 64, "frozen_stages": 1, "norm_eval": True, "dcn_stages": [],
-               "pretrained": "imagenet"},
+               "pretrained": "imagenet", "base_channels": 64},
     "yolo": {"yolo": "yolov8n.yaml"},
 }
 NECKS: dict[str, dict[str, Any]] = {  # per backbone kind; FPN's add_extra_convs comes from the detector

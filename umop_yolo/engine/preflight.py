@@ -15,6 +15,7 @@ from typing import Any
 from umop_yolo.cfg import ConfigError, check_values
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.checkpoint import CheckpointError, load_file
+from umop_yolo.engine.mmdet_import import is_mmdet_file, mmdet_start
 from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.settings import check_umop_args
 
@@ -77,9 +78,10 @@ def check_train_inputs(args: dict[str, Any], trusted: bool) -> dict[str, Any]:
         updates["resume"] = str(path)
     else:
         model, pretrained = args.get("model"), args.get("pretrained")
+        mmdet_start(model, pretrained)  # an MMDetection .pth (model= or pretrained=) is read and must fit
         if str(model).endswith(".pt"):
             load_file(model, trusted)
-        elif model:
+        elif model and not is_mmdet_file(model):
             check_model_yaml(str(model))
         if isinstance(pretrained, (str, Path)) and str(pretrained).endswith(".pt"):
             load_file(pretrained, trusted)

@@ -24,6 +24,7 @@ from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
 from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
+from umop_yolo.engine.mmdet_import import mmdet_start
 from umop_yolo.engine.preflight import check_resume_dir, check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
@@ -141,6 +142,15 @@ class UmopTrainer(DetectionTrainer):
         dataset = super().build_dataset(img_path, mode, batch)
         dense = isinstance(unwrap_model(self.model), DenseDetectionModel)
         return record_valid_regions(dataset) if mode == "train" and dense else dataset
+
+    def setup_model(self) -> dict | None:
+        """Ultralytics' model setup; an MMDetection checkpoint (`model=` or `pretrained=` .pth) gives the run all its
+        weights (`engine.mmdet_import`)."""
+        start = None if isinstance(self.model, torch.nn.Module) else mmdet_start(self.model, self.args.pretrained)
+        if start is None:
+            return super().setup_model()
+        self.model = self.get_model(cfg=start.yaml, weights=start, verbose=RANK in {-1, 0})
+        return None
 
     def get_model(self, cfg: str | dict | None = None, weights: Any = None, verbose: bool = True) -> Any:
         """Our model for `cfg`; with checkpoint `weights` its backbone reads no ImageNet weights (they are replaced)."""

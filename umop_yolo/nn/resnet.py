@@ -9,6 +9,8 @@
   unfreeze them, and their BatchNorms stay in eval mode); -1 freezes nothing;
 * `norm_eval`: every BatchNorm keeps its ImageNet statistics (eval mode), its affine weights still train;
 * `dcn_stages`: 3x3 convs of these stages (2, 3, 4 = C3, C4, C5) become modulated deformable convs (DCNv2);
+* `base_channels`: width of the stem and of stage 1 (MMDetection's `base_channels`, 64); each later stage doubles it.
+  Below 64 the model is a small one for tests (no ImageNet weights have that shape);
 * input: Ultralytics' RGB images in [0, 1]; the ImageNet mean/std normalisation happens here.
 
 `weights_file` records the file the ImageNet weights came from (None: random init), for the caller to report.
@@ -73,6 +75,26 @@ def freeze_(module: nn.Module) -> None:
                 m.register_buffer(name, p.detach())
 
 
+def narrow_(net: torchvision.models.ResNet, base_channels: int) -> None:
+    """Rebuild a torchvision ResNet's stem and stages at `base_channels` (stage i: base_channels * 2^i planes), with
+    torchvision's initialisation."""
+    if not isinstance(base_channels, int) or base_channels < 1:
+        raise UserInputError(f"backbone base_channels={base_channels!r} must be a positive integer")
+    block = type(net.layer1[0])
+    net.inplanes = base_channels
+    net.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(base_channels)
+    for i, stage in enumerate(STAGES):
+        stride = 1 if i == 0 else 2
+        setattr(net, stage, net._make_layer(block, base_channels * 2**i, len(getattr(net, stage)), stride=stride))
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ResNet(nn.Module):
     """ResNet-18/50/101 or ResNeXt-101-64x4d returning the C3, C4, C5 feature maps (strides 8, 16, 32).
 
@@ -88,10 +110,13 @@ class ResNet(nn.Module):
         norm_eval: bool = True,
         dcn_stages: tuple[int, ...] | list[int] = (),
         pretrained: str | None = "imagenet",
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         arch, weights_enum = resnet_arch(depth, groups, base_width)
         net = getattr(torchvision.models, arch)(weights=None)
+        if base_channels != 64:
+            narrow_(net, base_channels)
         for name in ("conv1", "bn1", "relu", "maxpool", *STAGES):
             setattr(self, name, getattr(net, name))
         block = self.layer1[0]
