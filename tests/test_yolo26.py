@@ -88,13 +88,13 @@ def test_levels_csv_has_rows_per_branch_and_the_o2m_weight_follows_e2eloss(tmp_p
     m = e2e_model(epochs=epochs)
     rec = LevelRecorder(path, interval=2)
     summaries = []
-    for epoch in range(1, epochs + 1):  # as the trainer: steps, the epoch's end, then Ultralytics' criterion.update()
+    for epoch in range(1, epochs + 1):  # in BaseTrainer's order: E2ELoss's weight moves before the epoch's last flush
         rec.start_epoch(epoch, (epoch - 1) * 3, LEVELS)
         for _ in range(3):
             stats = step(m)
             rec.update_branches(stats, o2m_weight(m.criterion))
-        summaries.append(rec.end_epoch())
         m.criterion.update()
+        summaries.append(rec.end_epoch())
     rows = read_csv(path)
     assert tuple(rows[0]) == CSV_COLUMNS + BRANCH_COLUMNS
     assert len(rows) == epochs * 2 * 2 * len(LEVELS)  # windows of 2 + 1 steps, two branches, three levels
