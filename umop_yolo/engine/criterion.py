@@ -34,8 +34,15 @@ class LevelCriterion(Protocol):
         """The target assignment the loss would use for these predictions (as the model's forward returns them)."""
 
 
+def level_branches(criterion: Any) -> dict[str, LevelCriterion]:
+    """The criteria whose levels are recorded, by branch: Ultralytics' `E2ELoss` (YOLO26, YOLOv10) as its one-to-many
+    (`o2m`) and one-to-one (`o2o`) criteria, any other as itself under the name ''; {} without the interface."""
+    if all(isinstance(getattr(criterion, k, None), LevelCriterion) for k in ("one2many", "one2one")):
+        return {"o2m": criterion.one2many, "o2o": criterion.one2one}
+    return {"": criterion} if isinstance(criterion, LevelCriterion) else {}
+
+
 def level_criterion(criterion: Any) -> LevelCriterion | None:
-    """The criterion whose levels are recorded: itself, or the one-to-many branch of Ultralytics' `E2ELoss` (YOLO26,
-    YOLOv10); None for a criterion without the interface."""
-    criterion = getattr(criterion, "one2many", criterion)
-    return criterion if isinstance(criterion, LevelCriterion) else None
+    """The first of `level_branches`: the criterion itself, or the one-to-many branch of an `E2ELoss`, whose assignment
+    `umop analyze` reports; None for a criterion without the interface."""
+    return next(iter(level_branches(criterion).values()), None)

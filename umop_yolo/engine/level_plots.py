@@ -1,7 +1,8 @@
 """PNG plots of per-level statistics: positive proportion (paper Fig. 2), gamma_l / alpha_l per iteration (Fig. 3),
 per-level classification loss. Training ends with them, drawn from the levels.csv that `level_stats` writes, as
 Ultralytics' trainer draws results.png from results.csv. Drawn on matplotlib's Agg canvas directly (no pyplot state,
-no backend switch) with its bundled DejaVu Sans, so nothing is downloaded.
+no backend switch) with its bundled DejaVu Sans, so nothing is downloaded. An end-to-end head's run gets one set per
+branch (`levels_pos_ratio_o2m.png`, `levels_pos_ratio_o2o.png` ...).
 """
 
 from __future__ import annotations
@@ -26,15 +27,17 @@ from umop_yolo.errors import InputNotFoundError, UserInputError
 MARKERS, DASHES = "os^Dv", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 POS_RATIO_PNG, GAMMA_ALPHA_PNG, CLS_LOSS_PNG = "levels_pos_ratio.png", "levels_gamma_alpha.png", "levels_cls_loss.png"
 LevelRows = dict[str, list[dict[str, float]]]
+BRANCH_NAMES = {"o2m": "one-to-many", "o2o": "one-to-one"}  # E2ELoss's branches, as levels.csv names them
 
 
-def read_levels(path: Path) -> LevelRows:
-    """levels.csv as {level: [row, ...]} in file order, numbers as floats (NaN where empty)."""
-    out: LevelRows = {}
+def read_levels(path: Path) -> dict[str, LevelRows]:
+    """levels.csv as {branch: {level: [row, ...]}} in file order, numbers as floats (NaN where empty); the branch of
+    a file without a `branch` column (a single-branch head's) is ''."""
+    out: dict[str, LevelRows] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            level = row.pop("level")
-            out.setdefault(level, []).append({k: float(v) if v else math.nan for k, v in row.items()})
+            levels = out.setdefault(row.pop("branch", None) or "", {})
+            levels.setdefault(row.pop("level"), []).append({k: float(v) if v else math.nan for k, v in row.items()})
     return out
 
 
@@ -95,10 +98,13 @@ def _curves(ax, levels: LevelRows, key: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_gamma_alpha(levels: LevelRows, path: Path, clamp: tuple[float, float, float] | None = None) -> Path:
+def plot_gamma_alpha(levels: LevelRows, path: Path, clamp: tuple[float, float, float] | None = None,
+                     title: str = "") -> Path:
     """Fig. 3: gamma_l (top) and alpha_l (bottom) per level against the training iteration; with `clamp` =
     (gamma, delta, w) also the range gamma_l is clamped to and the matching alpha_l = w / gamma_l."""
     fig = Figure(figsize=(6.4, 6.4), layout="constrained")
+    if title:
+        fig.suptitle(title)
     top, bottom = fig.subplots(2, 1, sharex=True)
     _curves(top, levels, "gamma")
     _curves(bottom, levels, "alpha")
@@ -114,9 +120,11 @@ def plot_gamma_alpha(levels: LevelRows, path: Path, clamp: tuple[float, float, f
     return _save(fig, path)
 
 
-def plot_cls_loss(levels: LevelRows, path: Path) -> Path:
+def plot_cls_loss(levels: LevelRows, path: Path, title: str = "") -> Path:
     """Each level's classification loss (its share of the cls term, before the cls gain) against the iteration."""
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    if title:
+        fig.suptitle(title)
     ax = fig.add_subplot()
     _curves(ax, levels, "cls_loss")
     values = np.array([r["cls_loss"] for rows in levels.values() for r in rows])
@@ -134,23 +142,36 @@ def plot_cls_loss(levels: LevelRows, path: Path) -> Path:
 
 def plot_run(run_dir: Path | str) -> list[Path]:
     """The level plots of a training run from its levels.csv: positive proportion, cls loss, and gamma/alpha where
-    the loss has them (UMOP, RetinaNet/ATSS focal loss). Returns the files written."""
+    the loss has them (UMOP, RetinaNet/ATSS focal loss), one set per branch of an end-to-end head (file names end
+    in `_o2m`, `_o2o`). Returns the files written."""
     run_dir = Path(run_dir)
     file = run_dir / "levels.csv"
     if not file.is_file():
         raise InputNotFoundError(f"{file} not found (written by `umop train`)")
-    levels = read_levels(file)
-    if not levels:
+    branches = read_levels(file)
+    if not branches:
         raise UserInputError(f"{file} has no rows")
-    steps = int(sum(r["iterations"] for r in next(iter(levels.values()))))
+    clamp = _clamp(run_dir / "args.yaml")
+    return [path for branch, levels in branches.items() for path in _plot_branch(levels, run_dir, branch, clamp)]
+
+
+def _plot_branch(levels: LevelRows, run_dir: Path, branch: str, clamp: tuple[float, float, float] | None) -> list[Path]:
+    """The level plots of one branch ('': the only one), named after it."""
+    first = next(iter(levels.values()))
+    steps = int(sum(r["iterations"] for r in first))
+    branch_name = f"{BRANCH_NAMES.get(branch, branch)} branch" if branch else ""
+    name = f"{run_dir.name}, {branch_name}" if branch else run_dir.name
+    weight = f"; E2ELoss o2m weight {first[0]['o2m_weight']:.2f} to {first[-1]['o2m_weight']:.2f}" if branch else ""
+    path = {png: run_dir / (f"{png[:-4]}_{branch}.png" if branch else png)
+            for png in (POS_RATIO_PNG, CLS_LOSS_PNG, GAMMA_ALPHA_PNG)}
     boxes = [box_from_windows(rows, level) for level, rows in levels.items()]
+    note = f"{steps} training batches; box: window quartiles averaged, whiskers: extremes{weight}"
     written = [
-        plot_positive_proportion(boxes, run_dir / POS_RATIO_PNG, f"Positive proportion per level: {run_dir.name}",
-                                 f"{steps} training batches; box: window quartiles averaged, whiskers: extremes"),
-        plot_cls_loss(levels, run_dir / CLS_LOSS_PNG),
+        plot_positive_proportion(boxes, path[POS_RATIO_PNG], f"Positive proportion per level: {name}", note),
+        plot_cls_loss(levels, path[CLS_LOSS_PNG], branch_name),
     ]
     if not all(math.isnan(r["gamma"]) for rows in levels.values() for r in rows):  # windows without positives: gaps
-        written.append(plot_gamma_alpha(levels, run_dir / GAMMA_ALPHA_PNG, _clamp(run_dir / "args.yaml")))
+        written.append(plot_gamma_alpha(levels, path[GAMMA_ALPHA_PNG], clamp, branch_name))
     return written
 
 

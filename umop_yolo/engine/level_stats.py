@@ -4,6 +4,8 @@ Every step writes one (L, 4) row into a preallocated device buffer (no host sync
 steps, and at the end of each epoch, the window is copied to the host in one transfer, appended to `levels.csv`
 (one row per level: the window's positive-proportion quartiles and mean gamma, alpha, loss) and added to the epoch's
 means, which become results.csv columns. The file therefore grows by L rows per window, never per step.
+An end-to-end head (YOLO26, YOLOv10: Ultralytics' `E2ELoss`) records both its branches, the one-to-many (`o2m`) and
+the one-to-one (`o2o`), in the same buffer and transfer: its rows name their branch and E2ELoss's one-to-many weight.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from umop_yolo.engine.criterion import level_criterion
+from umop_yolo.engine.criterion import level_branches
 from umop_yolo.engine.saving import trim_epochs
 
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
@@ -24,6 +26,8 @@ PREFIXES = {"gamma": "pfl/", "alpha": "pfl/"}  # results.csv / metrics prefix of
 QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}
 CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
                *(f"pos_ratio_{k}" for k in QUANTILES), "gamma", "alpha", "cls_loss")
+BRANCH_COLUMNS = ("branch", "o2m_weight")  # after CSV_COLUMNS in an end-to-end head's levels.csv
+UNNAMED_BRANCHES = ("", "o2m")  # results.csv names no branch for these: a single-branch head's, E2ELoss's one-to-many
 
 
 def level_names(strides: Tensor | list[float]) -> list[str]:
@@ -38,8 +42,17 @@ def is_level_key(key: str) -> bool:
 
 def criterion_stats(criterion: Any) -> dict[str, Tensor]:
     """The latest per-level stats of a criterion (the one-to-many branch of an end-to-end loss); {} if none."""
-    criterion = level_criterion(criterion)
-    return criterion.last_stats if criterion is not None else {}
+    return next(iter(branch_stats(criterion).values()), {})
+
+
+def branch_stats(criterion: Any) -> dict[str, dict[str, Tensor]]:
+    """The latest per-level stats of each recorded branch of a criterion (`criterion.level_branches`); {} if none."""
+    return {name: branch.last_stats for name, branch in level_branches(criterion).items()}
+
+
+def o2m_weight(criterion: Any) -> float | None:
+    """E2ELoss's current one-to-many loss weight (a host float, changed once per epoch); None for other criteria."""
+    return getattr(criterion, "o2m", None)
 
 
 def step_values(stats: dict[str, Tensor]) -> Tensor:
@@ -75,9 +88,11 @@ class LevelRecorder:
         self.path, self.interval = path, interval
         self.names: list[str] = []
         self.epoch = self.iteration = self.count = 0  # 1-based epoch, global steps done, steps in the window
-        self.buffer: Tensor | None = None  # (interval, L, 4)
-        self.epoch_sum: Tensor | None = None  # (L, 4) on the host, NaNs (no measurement) skipped
-        self.epoch_count: Tensor | None = None  # (L, 4) steps that measured each value
+        self.buffer: Tensor | None = None  # (interval, branches x L, 4), branch by branch
+        self.branches: list[str] = [""]  # the recorded branches, in buffer order ('': a single-branch head)
+        self.o2m_weight: float | None = None  # E2ELoss's one-to-many weight in this window (constant in an epoch)
+        self.epoch_sum: Tensor | None = None  # (branches x L, 4) on the host, NaNs (no measurement) skipped
+        self.epoch_count: Tensor | None = None  # (branches x L, 4) steps that measured each value
 
     def start_epoch(self, epoch: int, iteration: int, names: list[str]) -> None:
         """Begin epoch `epoch` (1-based) after `iteration` global steps; a restarted epoch drops its unsaved part.
@@ -92,12 +107,19 @@ class LevelRecorder:
 
     def update(self, stats: dict[str, Tensor]) -> None:
         """Store one step's statistics in the device buffer; flush when the window is full."""
+        self.update_branches({"": stats})
+
+    def update_branches(self, stats: dict[str, dict[str, Tensor]], o2m_weight: float | None = None) -> None:
+        """`update` with one step's statistics of each branch (`branch_stats`), stored side by side; `o2m_weight`:
+        E2ELoss's one-to-many weight in this step (a host float: no sync)."""
+        stats = {branch: s for branch, s in stats.items() if s}
         if not stats:
             return
-        values = step_values(stats)
+        values = torch.cat([step_values(s) for s in stats.values()])  # (branches x L, 4)
         if self.buffer is None or self.buffer.shape[1:] != values.shape or self.buffer.device != values.device:
             self.flush()
             self.buffer = values.new_empty((self.interval, *values.shape))
+        self.branches, self.o2m_weight = list(stats), o2m_weight
         self.buffer[self.count] = values
         self.count += 1
         self.iteration += 1
@@ -118,32 +140,42 @@ class LevelRecorder:
             self._append(window)
 
     def _append(self, window: Tensor) -> None:
-        mean = window.nanmean(0)  # (L, 4); NaN (an empty field) where no step measured it
-        quartiles = torch.quantile(window[..., 0], torch.tensor(list(QUANTILES.values())), dim=0)  # (5, L)
-        names = self.names or [f"L{i}" for i in range(window.shape[1])]
+        mean = window.nanmean(0)  # (branches x L, 4); NaN (an empty field) where no step measured it
+        quartiles = torch.quantile(window[..., 0], torch.tensor(list(QUANTILES.values())), dim=0)  # (5, branches x L)
+        branched = self.branches != [""]
+        weight = _fmt(math.nan if self.o2m_weight is None else self.o2m_weight)
         new = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(CSV_COLUMNS)
-            for i, name in enumerate(names):
+                writer.writerow(CSV_COLUMNS + BRANCH_COLUMNS * branched)
+            for i, (branch, name) in enumerate(self._rows(len(mean))):
                 values = [mean[i, 0], *quartiles[:, i], mean[i, 1], mean[i, 2], mean[i, 3]]
-                writer.writerow([self.iteration, self.epoch, name, len(window), *(_fmt(float(v)) for v in values)])
+                writer.writerow([self.iteration, self.epoch, name, len(window), *(_fmt(float(v)) for v in values),
+                                 *([branch, weight] if branched else [])])
+
+    def _rows(self, count: int) -> list[tuple[str, str]]:
+        """(branch, level) of each of the buffer's `count` rows."""
+        names = self.names or [f"L{i}" for i in range(count // len(self.branches))]
+        return [(branch, name) for branch in self.branches for name in names]
 
     def end_epoch(self) -> dict[str, float]:
         """Flush the rest of the epoch; its per-level means as results.csv columns (`pfl/gamma_P3` and `pfl/alpha_P3`
         where the loss has them, over the steps with positives on the level; `level/pos_ratio_P3`,
-        `level/cls_loss_P3`), then reset. {} if nothing was recorded."""
+        `level/cls_loss_P3`), then reset; an end-to-end head's one-to-one branch adds its own (`pfl/gamma_o2o_P3` ...).
+        {} if nothing was recorded."""
         self.flush()
         if self.epoch_sum is None:
             return {}
         mean = self.epoch_sum / self.epoch_count  # 0 / 0 = NaN: no step of the epoch measured it
         self.epoch_sum, self.epoch_count = None, None
-        names = self.names or [f"L{i}" for i in range(len(mean))]
-        out = {}
-        for j, field in enumerate(FIELDS):
-            column, prefix = mean[:, j], PREFIXES.get(field, "level/")
-            if not column.isnan().all():  # gamma/alpha of a loss that has them; a level without positives: NaN
-                out.update({f"{prefix}{field}_{name}": float(v) for name, v in zip(names, column)})
+        rows, out = self._rows(len(mean)), {}
+        for branch in self.branches:  # the branch's rows, field by field
+            index = [i for i, (b, _) in enumerate(rows) if b == branch]
+            tag = "" if branch in UNNAMED_BRANCHES else f"{branch}_"
+            for j, field in enumerate(FIELDS):
+                column, prefix = mean[index, j], PREFIXES.get(field, "level/")
+                if not column.isnan().all():  # gamma/alpha of a loss that has them; a level without positives: NaN
+                    out.update({f"{prefix}{field}_{tag}{rows[i][1]}": float(v) for i, v in zip(index, column)})
         return out

@@ -23,7 +23,7 @@ from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
-from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
+from umop_yolo.engine.level_stats import LevelRecorder, branch_stats, is_level_key, level_names, o2m_weight
 from umop_yolo.engine.mmdet_import import mmdet_start
 from umop_yolo.engine.preflight import check_resume_dir, check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
@@ -50,9 +50,10 @@ def _start_level_epoch(trainer: UmopTrainer) -> None:
 
 
 def _record_level_stats(trainer: UmopTrainer) -> None:
-    """on_train_batch_end: this step's per-level stats into the recorder's device buffer (no host sync)."""
+    """on_train_batch_end: this step's per-level stats of each branch into the recorder's device buffer (no sync)."""
     if RANK in {-1, 0}:
-        trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
+        criterion = unwrap_model(trainer.model).criterion
+        trainer.level_recorder.update_branches(branch_stats(criterion), o2m_weight(criterion))
 
 
 def _count_iterations(trainer: UmopTrainer) -> None:
