@@ -55,6 +55,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
                                "(random init); null = the model YAML's backbone.pretrained"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
+    "ddp_timeout": (600, "seconds a DDP rank on CPU (gloo) waits for the others in one collective; a rank lost "
+                         "without a closed connection (a node gone) stops the rest after this long"),
     "trust_checkpoint": (False, "unpickle .pt files without the allowlist (can run code inside them): only files you "
                                 "trust; by default only model layers and plain data are loaded"),
 }
@@ -100,6 +102,9 @@ def check_umop_args(args: Any) -> None:
     pfl.check_pfl(**{arg: get(key) for key, arg in PFL_KEYS.items()}, names={arg: key for key, arg in PFL_KEYS.items()})
     if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
         raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
+    if isinstance(get("ddp_timeout"), bool) or not isinstance(get("ddp_timeout"), (int, float)) \
+            or not get("ddp_timeout") > 0:
+        raise UserInputError(f"ddp_timeout={get('ddp_timeout')!r} must be a number of seconds > 0")
     check_schedule(get("epochs"), get("lr_steps"), get("warmup_iters"), get("grad_clip"))
     ratio, weights = get("warmup_ratio"), get("backbone_weights")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:

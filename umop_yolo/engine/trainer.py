@@ -4,12 +4,13 @@ holding its run directory's lock, and recovering from loss explosions as from Na
 from __future__ import annotations
 
 from copy import copy
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import optim
-from ultralytics.cfg import cfg2dict, get_save_dir
+from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
@@ -17,6 +18,7 @@ from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.valid_region import record_valid_regions
+from umop_yolo.engine import ddp
 from umop_yolo.engine.build import build_model, check_weights_args
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
@@ -109,18 +111,29 @@ class UmopTrainer(DetectionTrainer):
 
         This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
         checkpoint), and the last point before it writes args.yaml and deletes results.csv there. Only the process
-        that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
+        that writes (rank 0, or the single process) locks; Ultralytics' DDP launcher keeps its lock for its workers.
+        A DDP worker joins the process group here, and every rank takes rank 0's directory (`engine.ddp`).
         """
         super().check_resume(overrides)
+        if RANK != -1:
+            ddp.join_process_group(self, self.args.ddp_timeout)
+        self.args.save_dir, self.run_lock = ddp.lock_run_dir(self.args)  # BaseTrainer then uses this directory as is
         if RANK in {-1, 0}:
-            self.args.save_dir = str(get_save_dir(self.args))  # BaseTrainer then uses this directory as is
-            self.run_lock = RunLock(self.args.save_dir).acquire()
-            remove_leftovers(self.run_lock.run_dir)
+            remove_leftovers(Path(self.args.save_dir))
 
     def release_run_dir(self) -> None:
         """Let another training use the run directory."""
         if self.run_lock is not None:
             self.run_lock.release()
+
+    def _setup_ddp(self) -> None:
+        """A DDP worker joined the process group in `check_resume`: only its device is set here."""
+        ddp.set_ddp_device(self)
+
+    def _setup_train(self) -> None:
+        """Ultralytics' setup; a CPU model is wrapped in DDP without device ids."""
+        with ddp.cpu_ddp_wrapper(self):
+            super()._setup_train()
 
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
@@ -215,9 +228,7 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' training, holding the run directory's lock; every checkpoint it reads (weights, resume, final
         validation) is loaded restricted."""
         try:
-            if self.ddp:  # the workers' rank 0 locks the directory (Ultralytics' launcher deletes it first)
-                self.release_run_dir()
-            with checkpoint_loading(self.trust_checkpoint):
+            with ddp.launcher_holds_lock(self), checkpoint_loading(self.trust_checkpoint):
                 super().train()
         finally:
             self.release_run_dir()
@@ -232,10 +243,11 @@ class UmopTrainer(DetectionTrainer):
     def final_eval(self) -> None:
         """Strip the optimizer from last.pt/best.pt in copies moved into place when done, validate best.pt, then draw
         the level plots (the last step before Ultralytics' results.png and on_train_end)."""
-        if RANK not in {-1, 0}:  # only rank 0 writes
-            return super().final_eval()
-        with atomic_weights(self, copy_existing=True):
-            super().final_eval()
+        with ddp.validation_on_cpu(self):
+            if RANK not in {-1, 0}:  # only rank 0 writes
+                return super().final_eval()
+            with atomic_weights(self, copy_existing=True):
+                super().final_eval()
         self.plot_levels()
 
     def plot_levels(self) -> None:
