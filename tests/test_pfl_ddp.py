@@ -1,4 +1,5 @@
-"""PFL under torch.distributed (2 CPU processes, gloo): every rank uses the same gamma_l; validation never syncs."""
+"""PFL under torch.distributed (2 CPU processes, gloo): every rank uses the global batch's C_l; validation never
+syncs."""
 
 import os
 import socket
@@ -38,11 +39,14 @@ def _worker(rank: int, port: int, out: dict) -> None:
     dist.destroy_process_group()
 
 
-def test_ranks_share_the_mean_statistic_and_validation_stays_local():
+def test_ranks_share_the_global_batch_statistic_and_validation_stays_local():
     out = mp.Manager().dict()
     mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
-    local = [ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05).level_params(*_rank_inputs(r))[2] for r in (0, 1)]
-    expected = (local[0] + local[1]) / 2  # the released code: mean over GPUs of each GPU's C_l
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05)
+    local = [pfl.level_params(*_rank_inputs(r))[2] for r in (0, 1)]
+    both = [[torch.cat(level) for level in zip(*(_rank_inputs(r)[i] for r in (0, 1)))] for i in (0, 1)]
+    expected = pfl.level_params(*both)[2]  # one process with the global batch
+    assert not torch.allclose(expected, (local[0] + local[1]) / 2)  # not the mean of the ranks' C_l
     for rank in (0, 1):
         torch.testing.assert_close(out[rank][0], expected)
         torch.testing.assert_close(out[rank][1], local[rank])

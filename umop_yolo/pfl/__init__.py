@@ -166,10 +166,18 @@ class ProgressiveFocalLoss:
     def level_params(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """gamma_l, alpha_l and C_l per level, each (L,) fp32 and detached (Eq. 4, 5). No host sync."""
         parts = [level_statistic(x, t, self.statistic) for x, t in zip(logits, targets)]
-        return self._params(torch.stack([n for n, _ in parts]), torch.stack([d for _, d in parts]))
+        return self._params(torch.stack([n for n, _ in parts]), torch.stack([d for _, d in parts]))[:3]
 
-    def _params(self, num: Tensor, den: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """`level_params` from the levels' (L,) statistic numerators and denominators."""
+    def _params(self, num: Tensor, den: Tensor, normalizer: Tensor | None = None) -> tuple[Tensor, ...]:
+        """`level_params` from the levels' (L,) statistic numerators and denominators, and `normalizer` averaged over
+        DDP ranks in the same all-reduce (None: not asked for).
+
+        Under DDP the numerators and denominators are averaged over ranks before their ratio, so C_l is that of the
+        whole global batch, the same as one process with it (the authors' code averages each rank's C_l instead).
+        """
+        parts = [num, den] if normalizer is None else [num, den, normalizer.reshape(1).float()]
+        reduced = mean_across_ranks(torch.cat(parts)).split([len(num), len(den), len(parts) - 2])
+        num, den = reduced[0], reduced[1]
         if not self.levelwise:  # one statistic over the positives of all levels
             num, den = num.sum().expand_as(num), den.sum().expand_as(den)
         ratio = num / den.clamp_min(TINY)
@@ -179,11 +187,10 @@ class ProgressiveFocalLoss:
             c = ratio + self.gamma
         else:
             c = ratio
-        c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
-        c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
+        c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives in the global batch: focal loss
         gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
         alpha = self.w / gamma  # Eq. (5)
-        return gamma, alpha, c
+        return (gamma, alpha, c) if normalizer is None else (gamma, alpha, c, reduced[2][0])
 
     def level_weights(self, target_sum: Tensor, normalizer: Tensor | float) -> Tensor:
         """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l), from the
@@ -194,12 +201,14 @@ class ProgressiveFocalLoss:
         return 1.0 / (len(target_sum) * target_sum.clamp_min(1.0))  # Eq. (1): mean of per-level losses
 
     def joined(
-        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None
+        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None,
+        normalizer: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`per_level` on (..., A, C) logits whose anchors are the levels joined along dim -2 (`level_sizes` anchors
         each, in level order): one elementwise loss, each anchor with its level's (gamma_l, alpha_l), in one pass over
-        all anchors without per-level copies (the YOLO adapter's call); the same stats."""
-        losses, stats = self._parts([logits], [targets], [list(level_sizes)], scale)
+        all anchors without per-level copies (the YOLO adapter's call); the same stats. A `normalizer` (this rank's
+        loss divisor) comes back as stats["normalizer"], its mean over DDP ranks (the same all-reduce as C_l)."""
+        losses, stats = self._parts([logits], [targets], [list(level_sizes)], scale, normalizer)
         return losses[0], stats
 
     def per_level(
@@ -214,7 +223,7 @@ class ProgressiveFocalLoss:
         return self._parts(logits, targets, [[x.shape[-2]] for x in logits], scale)
 
     def _parts(self, logits: list[Tensor], targets: list[Tensor], level_sizes: list[list[int]],
-               scale: Tensor | None) -> tuple[list[Tensor], dict[str, Tensor]]:
+               scale: Tensor | None, normalizer: Tensor | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
         """`per_level` on parts that each hold one or more levels joined along dim -2, `level_sizes[k]` anchors each
         (the levels in order over the parts): the statistic of every level first, then one loss per part."""
         tops = []
@@ -229,7 +238,8 @@ class ProgressiveFocalLoss:
             return torch.cat([level_sums(v, sizes) for v, sizes in zip(values, level_sizes)])
 
         terms = [statistic_terms(top_x, top, self.statistic) for top, top_x, _ in tops]
-        gamma, alpha, c = self._params(*(per_level_sums([term[i] for term in terms]) for i in (0, 1)))
+        gamma, alpha, c, *norm = self._params(*(per_level_sums([term[i] for term in terms]) for i in (0, 1)),
+                                              normalizer)
         factors = torch.ones_like(gamma) if scale is None else scale.detach().float()
         losses = []
         for x, t, (top, top_x, index), sizes, g, a, f in zip(logits, targets, tops, level_sizes, *(
@@ -246,7 +256,8 @@ class ProgressiveFocalLoss:
         return losses, {"gamma": gamma, "alpha": alpha, "statistic": c, "positive": torch.cat(positive, -1),
                         "num_pos": per_level_sums([p[..., None] for p in positive]).float(),
                         "num_samples": torch.tensor(num_samples, dtype=torch.float32, device=gamma.device),
-                        "target_sum": per_level_sums([top.float() for top, _, _ in tops])}
+                        "target_sum": per_level_sums([top.float() for top, _, _ in tops]),
+                        **({"normalizer": norm[0]} if norm else {})}
 
     def __call__(
         self, logits: list[Tensor], targets: list[Tensor], normalizer: Tensor | float
