@@ -24,3 +24,14 @@ def mean_across_ranks(x: Tensor) -> Tensor:
     x = x.detach().clone()
     torch.distributed.all_reduce(x)
     return x / torch.distributed.get_world_size()
+
+
+def nanmean_across_ranks(x: Tensor) -> Tensor:
+    """Mean of `x` over DDP ranks, each element over the ranks where it is not NaN (NaN where it is NaN on all);
+    `x` itself outside DDP or without grad. One all-reduce."""
+    if reducing_ranks() == 1:
+        return x
+    valid = ~x.isnan()
+    both = torch.stack([torch.where(valid, x, 0.0), valid.to(x.dtype)])
+    torch.distributed.all_reduce(both)
+    return both[0] / both[1]

@@ -24,7 +24,7 @@ from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
-from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, is_level_key, level_names
+from umop_yolo.engine.level_stats import LEVEL_CALLBACKS, LevelRecorder, is_level_key
 from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
@@ -37,19 +37,6 @@ from umop_yolo.engine.saving import (
 from umop_yolo.engine.schedule import linear_warmup_factor, mmdetection_groups_, step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
-
-
-def _start_level_epoch(trainer: UmopTrainer) -> None:
-    """on_train_epoch_start: number this epoch's steps and name the pyramid levels for the level recorder."""
-    if RANK in {-1, 0}:
-        names = level_names(unwrap_model(trainer.model).stride)
-        trainer.level_recorder.start_epoch(trainer.epoch + 1, trainer.epoch * len(trainer.train_loader), names)
-
-
-def _record_level_stats(trainer: UmopTrainer) -> None:
-    """on_train_batch_end: this step's per-level stats into the recorder's device buffer (no host sync)."""
-    if RANK in {-1, 0}:
-        trainer.level_recorder.update(criterion_stats(unwrap_model(trainer.model).criterion))
 
 
 def _count_iterations(trainer: UmopTrainer) -> None:
@@ -75,9 +62,8 @@ def _watch_divergence(trainer: UmopTrainer) -> None:
         trainer.divergence.step(float(trainer.loss.detach()))
 
 
-TRAIN_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
-                   ("on_train_batch_end", _watch_divergence), ("on_train_epoch_start", _count_iterations),
-                   ("on_train_batch_start", _linear_warmup))
+TRAIN_CALLBACKS = (*LEVEL_CALLBACKS, ("on_train_batch_end", _watch_divergence),
+                   ("on_train_epoch_start", _count_iterations), ("on_train_batch_start", _linear_warmup))
 
 
 class UmopTrainer(DetectionTrainer):
@@ -100,7 +86,8 @@ class UmopTrainer(DetectionTrainer):
         self.args.trust_checkpoint = self.trust_checkpoint  # this command's choice, not the resumed run's
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
-        self.level_recorder = LevelRecorder(self.save_dir / "levels.csv", self.args.level_log_interval)
+        levels_csv = self.save_dir / "levels.csv" if RANK in {-1, 0} else None  # rank 0 writes the ranks' means
+        self.level_recorder = LevelRecorder(levels_csv, self.args.level_log_interval)
         self.divergence = DivergenceMonitor()
         for event, callback in TRAIN_CALLBACKS:
             if callback not in self.callbacks[event]:  # DDP workers receive ours pickled
