@@ -13,7 +13,9 @@ per rank. Ultralytics' launcher keeps holding the run directory's lock while its
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -57,6 +59,8 @@ def join_process_group(trainer: Any, timeout_s: float) -> None:
     else:
         BaseTrainer._setup_ddp(trainer)  # GPU index per local rank, NCCL (not verified here)
         trainer.ddp_device = trainer.device
+    trainer.ddp_peers = [None] * WORLD_SIZE  # each rank's (host, pid): which one was lost, should one be
+    dist.all_gather_object(trainer.ddp_peers, (socket.gethostname(), os.getpid()))
 
 
 def set_ddp_device(trainer: Any) -> None:
@@ -102,6 +106,59 @@ def share_run_dir(run_dir: str | None) -> tuple[str, RunLock | None]:
                              f"{', '.join(blind)}: training on several nodes needs project= on a filesystem "
                              "shared by all nodes")
     return path[0], lock
+
+
+PEER_LOSS = ("Connection reset by peer", "Connection closed by peer", "Timed out", "timed out", "Broken pipe")
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` of this host has ended (a zombie not yet reaped by its launcher counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _lost_here(peers: list[tuple[str, int]], wait_s: float = 2.0) -> list[str]:
+    """The ranks of this host that have ended, waiting up to `wait_s` for an exiting one: a killed process closes its
+    connections before it is marked as ended. torchrun's SIGTERM to the survivors waits meanwhile."""
+    host = socket.gethostname()
+    here = [(r, pid) for r, (h, pid) in enumerate(peers) if h == host and r != RANK]
+    handler = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        for _ in range(round(wait_s / 0.05)):
+            if lost := [str(r) for r, pid in here if _gone(pid)]:
+                return lost
+            time.sleep(0.05)
+        return []
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def lost_ranks_message(peers: list[tuple[str, int]], epoch: int, last: Path) -> str:
+    """One line: which ranks of this host have ended (or that a rank elsewhere stopped answering), and how to go on."""
+    host = socket.gethostname()
+    lost = _lost_here(peers)
+    elsewhere = sorted({h for h, _ in peers if h != host})
+    who = (f"rank {', '.join(lost)} ended (killed or crashed)" if lost else
+           f"a rank on {', '.join(elsewhere) or 'this host'} stopped answering")
+    resume = f"; resume=True model={last} continues the run" if last.is_file() else ""
+    return f"training stopped in epoch {epoch + 1} on rank {RANK}: {who}{resume}"
+
+
+@contextmanager
+def lost_rank_as_one_line(trainer: Any) -> Iterator[None]:
+    """In a DDP worker, a collective that fails because a peer is gone (closed connection, or `ddp_timeout` passed)
+    becomes one line (`LostRankError`) naming the lost rank, instead of gloo's traceback."""
+    try:
+        yield
+    except RuntimeError as e:
+        if RANK == -1 or not hasattr(trainer, "ddp_peers") or not any(s in str(e) for s in PEER_LOSS):
+            raise
+        raise LostRankError(lost_ranks_message(trainer.ddp_peers, getattr(trainer, "epoch", 0), trainer.last)) from None
 
 
 class _CpuDistributedDataParallel(DistributedDataParallel):

@@ -215,7 +215,8 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' training, holding the run directory's lock; every checkpoint it reads (weights, resume, final
         validation) is loaded restricted."""
         try:
-            with ddp.launcher_holds_lock(self), checkpoint_loading(self.trust_checkpoint):
+            with (ddp.launcher_holds_lock(self), ddp.lost_rank_as_one_line(self),
+                  checkpoint_loading(self.trust_checkpoint)):
                 super().train()
         finally:
             self.release_run_dir()
