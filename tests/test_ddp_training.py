@@ -51,6 +51,7 @@ def test_ultralytics_launcher_trains_on_cpu_holding_the_lock(tiny_shapes, tmp_pa
         "from umop_yolo.engine.trainer import UmopTrainer\n"
         "def probe(trainer):  # in the workers\n"
         "    from ultralytics.utils import RANK\n"
+        f"    open({str(tmp_path)!r} + f'/last_of_rank_{{RANK}}', 'w').write(str(trainer.last))\n"
         "    if RANK == 0:\n"
         "        try:\n"
         "            RunLock(trainer.save_dir).acquire()\n"
@@ -66,3 +67,5 @@ def test_ultralytics_launcher_trains_on_cpu_holding_the_lock(tiny_shapes, tmp_pa
     assert result.returncode == 0, result.stdout[-3000:]
     _check_new_run(project, old, before, epochs=1)
     assert marker.read_text() == "launcher holds it: True"  # no gap: the launching process kept the lock
+    for rank in (0, 1):  # the checkpoint a NaN/divergence recovery reloads (rank 0 decides for all)
+        assert (tmp_path / f"last_of_rank_{rank}").read_text() == str(project / "run-2" / "weights" / "last.pt")
