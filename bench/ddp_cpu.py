@@ -5,9 +5,9 @@
 
 Each run is a fresh set of processes (the single process too) splitting the machine's cores evenly (or `--threads`
 each); a step is the trainer's: the model's loss times the world size, backward through DistributedDataParallel,
-SGD. Synthetic images with two boxes each. Collectives are counted per step in two kinds: the Python-level ones (torch.distributed
-functions wrapped: the loss's statistics), and DDP's gradient buckets (a counting comm hook, whose all-reduces are
-not counted twice); with umop=true and umop=false. Prints one Markdown table.
+SGD. Synthetic images with two boxes each. Collectives are counted per step in two kinds: the Python-level ones
+(torch.distributed functions wrapped: the loss's statistics), and DDP's gradient buckets (a counting comm hook, whose
+all-reduces are not counted twice); with umop=true and umop=false. Prints one Markdown table.
 """
 
 import argparse

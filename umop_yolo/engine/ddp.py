@@ -7,7 +7,8 @@ filesystem) stops, and so do all the others, with one line naming it.
 
 On CPU the group is gloo and the model is wrapped without device ids; Ultralytics' own DDP setup assumes a GPU index
 per rank. Ultralytics' launcher keeps holding the run directory's lock while its workers train: it sets
-`LAUNCHER_LOCK` to the directory, and the workers' rank 0 accepts that lock as its own.
+`LAUNCHER_LOCK` to the directory, and the workers' rank 0 accepts that lock as its own. A rank that dies stops the
+others with one line naming it (`lost_rank_as_one_line`); one that goes silent, after `ddp_timeout` seconds (gloo).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ultralytics.cfg import get_save_dir
 from ultralytics.engine.trainer import BaseTrainer
 from ultralytics.utils import RANK, WORLD_SIZE
+from ultralytics.utils.torch_utils import parse_device
 
 from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
 from umop_yolo.errors import UserInputError
@@ -56,7 +58,8 @@ def join_process_group(trainer: Any, timeout_s: float) -> None:
     if is_cpu(trainer.args.device):
         dist.init_process_group("gloo", rank=RANK, world_size=WORLD_SIZE, timeout=timedelta(seconds=timeout_s))
         trainer.ddp_device = torch.device("cpu")
-    else:
+    else:  # Ultralytics' setup reads the canonical device string ('0,1'), which BaseTrainer makes only after this
+        trainer.args.device = parse_device(trainer.args.device)
         BaseTrainer._setup_ddp(trainer)  # GPU index per local rank, NCCL (not verified here)
         trainer.ddp_device = trainer.device
     trainer.ddp_peers = [None] * WORLD_SIZE  # each rank's (host, pid): which one was lost, should one be
