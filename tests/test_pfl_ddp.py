@@ -1,4 +1,5 @@
-"""PFL under torch.distributed (2 CPU processes, gloo): every rank uses the same gamma_l; validation never syncs."""
+"""PFL under torch.distributed (2 CPU processes, gloo): every rank uses the same C_l, by default the mean of the ranks'
+C_l (the authors' code), with sync="global" the global batch's; validation never syncs."""
 
 import os
 import socket
@@ -26,10 +27,10 @@ def _rank_inputs(rank: int):
     return logits, targets
 
 
-def _worker(rank: int, port: int, out: dict) -> None:
+def _worker(rank: int, port: int, sync: str, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05)
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05, sync=sync)
     logits, targets = _rank_inputs(rank)
     _, train_stats = pfl(logits, targets, 1.0)
     with torch.no_grad():  # validation: local statistic, no collective (uneven shards would hang)
@@ -38,12 +39,17 @@ def _worker(rank: int, port: int, out: dict) -> None:
     dist.destroy_process_group()
 
 
-def test_ranks_share_the_mean_statistic_and_validation_stays_local():
+@pytest.mark.parametrize("sync", ["ranks", "global"])
+def test_ranks_share_one_statistic_and_validation_stays_local(sync):
     out = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
-    local = [ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05).level_params(*_rank_inputs(r))[2] for r in (0, 1)]
-    expected = (local[0] + local[1]) / 2  # the released code: mean over GPUs of each GPU's C_l
+    mp.spawn(_worker, args=(_free_port(), sync, out), nprocs=2, join=True)
+    pfl = ProgressiveFocalLoss(gamma=2.0, delta=1.9, w=0.05)
+    local = [pfl.level_params(*_rank_inputs(r))[2] for r in (0, 1)]
+    both = [[torch.cat(level) for level in zip(*(_rank_inputs(r)[i] for r in (0, 1)))] for i in (0, 1)]
+    one_process = pfl.level_params(*both)[2]  # one process with the global batch
+    rank_mean = (local[0] + local[1]) / 2  # the authors' code: each rank's C_l (2 without positives), averaged
+    assert not torch.allclose(one_process, rank_mean)  # the two rules differ on these inputs
     for rank in (0, 1):
-        torch.testing.assert_close(out[rank][0], expected)
+        torch.testing.assert_close(out[rank][0], rank_mean if sync == "ranks" else one_process)
         torch.testing.assert_close(out[rank][1], local[rank])
     assert not torch.allclose(local[0], local[1])  # the ranks really did disagree before averaging

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -94,16 +95,33 @@ def test_generated_ddp_worker_script_trains_with_our_trainer(tiny_shapes, tmp_pa
 
 @pytest.mark.slow
 def test_torchrun_worker_joins_with_the_global_world_size(tiny_shapes, tmp_path):
+    """Two "nodes" of one process each (LOCAL_WORLD_SIZE 1): each worker counts the job's 2 ranks, not its node's."""
     code = textwrap.dedent(f"""
         from umop_yolo.engine.trainer import UmopTrainer
         t = UmopTrainer(overrides=dict(model="yolov8n.yaml", data={str(tiny_shapes)!r}, device="cpu",
                                        project={str(tmp_path)!r}, name="tr"))
-        print(t.world_size, t.ddp)
+        print(t.world_size, t.ddp, t.save_dir)
     """)
-    env = {**os.environ, "WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split()[-2:] == ["8", "False"]
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": "0",
+                                   "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+             for rank in (0, 1)]
+    try:
+        outs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err[-2000:]
+        assert out.split()[-3:] == ["2", "False", str(tmp_path / "tr")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow

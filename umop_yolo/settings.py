@@ -15,7 +15,7 @@ from umop_yolo.errors import UserInputError
 
 # setting -> ProgressiveFocalLoss argument: the core owns their defaults, choices and invariants (`pfl.check_pfl`).
 PFL_KEYS = {"lrp": "levelwise", "pfl_gamma": "gamma", "pfl_delta": "delta", "pfl_w": "w",
-            "pfl_statistic": "statistic", "pfl_form": "form", "lrp_reduction": "reduction"}
+            "pfl_statistic": "statistic", "pfl_form": "form", "lrp_reduction": "reduction", "pfl_sync": "sync"}
 _PFL = {key: pfl.DEFAULTS[arg] for key, arg in PFL_KEYS.items()}
 
 # key: (default, help). Types and ranges are checked by `check_umop_args`.
@@ -32,6 +32,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "pfl_form": (_PFL["pfl_form"], "loss form with (gamma_l, alpha_l): 'focal' = Eq. 3 (quality focal on soft "
                                    "targets), 'varifocal' = t BCE on positives, 'negatives' = stock BCE with focal "
                                    "negatives"),
+    "pfl_sync": (_PFL["pfl_sync"], "DDP: 'ranks' = each rank's C_l averaged over ranks (released code), 'global' = C_l "
+                                   "of the whole global batch (the same numbers as one process with that batch)"),
     "per_class": (False, "validation also prints and saves COCO AP per class (coco_per_class.md/.csv)"),
     "nms_pre": (300, "val/predict: per image only the nms_pre best (box, class) scores enter NMS (MMYOLO's nms_pre, "
                      "Ultralytics' max_nms 30000); RetinaNet/ATSS also keep their nms_pre best (anchor, class) scores "
@@ -56,6 +58,8 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
                                "(random init); null = the model YAML's backbone.pretrained"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
+    "ddp_timeout": (600, "seconds a DDP rank on CPU (gloo) waits for the others in one collective; a rank lost "
+                         "without a closed connection (a node gone) stops the rest after this long"),
     "trust_checkpoint": (False, "unpickle .pt files without the allowlist (can run code inside them): only files you "
                                 "trust; by default only model layers and plain data are loaded"),
 }
@@ -101,6 +105,9 @@ def check_umop_args(args: Any) -> None:
     pfl.check_pfl(**{arg: get(key) for key, arg in PFL_KEYS.items()}, names={arg: key for key, arg in PFL_KEYS.items()})
     if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
         raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
+    if isinstance(get("ddp_timeout"), bool) or not isinstance(get("ddp_timeout"), (int, float)) \
+            or not get("ddp_timeout") > 0:
+        raise UserInputError(f"ddp_timeout={get('ddp_timeout')!r} must be a number of seconds > 0")
     check_schedule(get("epochs"), get("lr_steps"), get("warmup_iters"), get("grad_clip"))
     ratio, weights = get("warmup_ratio"), get("backbone_weights")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:

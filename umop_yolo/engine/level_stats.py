@@ -1,7 +1,8 @@
 """Per-level training statistics (paper Fig. 2, 3): positive proportion, gamma_l, alpha_l, classification loss.
 
 Every step writes one (L, 4) row into a preallocated device buffer (no host sync). Once per window of `interval`
-steps, and at the end of each epoch, the window is copied to the host in one transfer, appended to `levels.csv`
+steps, and at the end of each epoch, the window is averaged over DDP ranks (one all-reduce; every rank records and
+flushes at the same steps) and copied to the host in one transfer, appended to `levels.csv`
 (one row per level: the window's positive-proportion quartiles and mean gamma, alpha, loss) and added to the epoch's
 means, which become results.csv columns. The file therefore grows by L rows per window, never per step.
 An end-to-end head (YOLO26, YOLOv10: Ultralytics' `E2ELoss`) records both its branches, the one-to-many (`o2m`) and
@@ -17,7 +18,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from ultralytics.utils.torch_utils import unwrap_model
 
+from umop_yolo.distributed import nanmean_across_ranks
 from umop_yolo.engine.criterion import level_branches
 from umop_yolo.engine.saving import trim_epochs
 
@@ -130,7 +133,7 @@ class LevelRecorder:
         """Copy the window to the host (the one sync per window), append its rows, add it to the epoch's sums."""
         if not self.count:
             return
-        window = self.buffer[: self.count].cpu()  # (n, L, 4)
+        window = nanmean_across_ranks(self.buffer[: self.count]).cpu()  # (n, L, 4)
         self.count = 0
         total, count = window.nansum(0), (~window.isnan()).sum(0)
         first = self.epoch_sum is None
@@ -179,3 +182,25 @@ class LevelRecorder:
                 if not column.isnan().all():  # gamma/alpha of a loss that has them; a level without positives: NaN
                     out.update({f"{prefix}{field}_{tag}{rows[i][1]}": float(v) for i, v in zip(index, column)})
         return out
+
+
+def _start_level_epoch(trainer: Any) -> None:
+    """on_train_epoch_start: number this epoch's steps and name the pyramid levels for the level recorder."""
+    names = level_names(unwrap_model(trainer.model).stride)
+    trainer.level_recorder.start_epoch(trainer.epoch + 1, trainer.epoch * len(trainer.train_loader), names)
+
+
+def _record_level_stats(trainer: Any) -> None:
+    """on_train_batch_end: this step's per-level stats of each branch into the recorder's device buffer (no host sync).
+    Every DDP rank records: each window is averaged over ranks when it is read."""
+    criterion = unwrap_model(trainer.model).criterion
+    trainer.level_recorder.update_branches(branch_stats(criterion), o2m_weight(criterion))
+
+
+def _flush_level_stats(trainer: Any) -> None:
+    """on_train_epoch_end: the epoch's last window, on every rank together (rank 0 alone then logs the epoch)."""
+    trainer.level_recorder.flush()
+
+
+LEVEL_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
+                   ("on_train_epoch_end", _flush_level_stats))  # the trainer's level recording

@@ -4,6 +4,10 @@ TaskAlignedAssigner, the box (CIoU) and DFL losses and the normaliser (sum of ta
 `v8DetectionLoss.bce` is replaced, by a callable that splits the anchors by level (P3, P4, P5 ...) and applies the
 progressive focal loss with that level's gamma_l, alpha_l (Eq. 3-5). With `umop=false` the same level split keeps
 the stock BCE bit for bit and only records per-level positives and loss shares for the level diagnostics.
+
+Under DDP (umop=true) every rank divides every term by 1/world of the whole batch's target-score sum (averaged over
+ranks in the all-reduce of C_l), so the ranks' gradients add up to one process's on the whole batch. Ultralytics
+(umop=false) divides by each rank's own sum.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from ultralytics.utils.loss import v8DetectionLoss
 
+from umop_yolo.distributed import reducing_ranks
 from umop_yolo.engine.criterion import LevelAssignment
 from umop_yolo.pfl import ProgressiveFocalLoss, level_sums
 from umop_yolo.settings import PFL_KEYS
@@ -44,6 +49,7 @@ class LevelwisePFL:
         self.level_sizes: list[int] = []
         self.last_stats: dict[str, Tensor] = {}
         self.positive: Tensor | None = None  # (B, A) bool: the latest step's anchors with a target above 0
+        self.divisor_ratio: Tensor | float = 1.0  # this rank's target-score sum / its mean over ranks
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         scale = None  # "sum" (released): every level / the batch's target-score sum, which Ultralytics divides by
@@ -51,8 +57,12 @@ class LevelwisePFL:
             target_sum = level_sums(targets.detach().float(), self.level_sizes)
             normalizer = target_sum.sum().clamp_min(1.0)
             scale = self.pfl.level_weights(target_sum, normalizer) * normalizer
-        loss, stats = self.pfl.joined(logits, targets, self.level_sizes, scale)
+        local = targets.detach().float().sum()  # Ultralytics' divisor (clamped to >= 1), this rank's
+        loss, stats = self.pfl.joined(logits, targets, self.level_sizes, scale, normalizer=local)
         stats["loss"] = level_sums(loss.detach(), self.level_sizes) / stats["target_sum"].sum().clamp_min(1.0)
+        # one process on the whole batch divides by max(sum, 1); each rank's share of that is its 1/world
+        ranks = reducing_ranks()
+        self.divisor_ratio = local.clamp_min(1.0) * ranks / (stats["normalizer"] * ranks).clamp_min(1.0)  # 1 w/o DDP
         self.positive = stats.pop("positive")
         self.last_stats = stats
         return loss
@@ -120,3 +130,9 @@ class PFLDetectionLoss(LevelSplitDetectionLoss):
     def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None) -> None:
         super().__init__(model, tal_topk, tal_topk2)
         self.bce = LevelwisePFL(pfl_from_args(model.args))
+
+    def get_assigned_targets_and_loss(self, preds: dict[str, Any], batch: dict[str, Tensor], **assign_kwargs) -> tuple:
+        """Ultralytics' terms, each divided by the target-score sum averaged over DDP ranks instead of this rank's."""
+        assigned, loss, _ = super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
+        loss = loss * self.bce.divisor_ratio
+        return assigned, loss, dict(zip(self.loss_names, loss.detach()))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import optim
-from ultralytics.cfg import cfg2dict, get_save_dir
+from ultralytics.cfg import cfg2dict
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, WORLD_SIZE
@@ -18,18 +18,18 @@ from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.valid_region import record_valid_regions
+from umop_yolo.engine import ddp
 from umop_yolo.engine.build import build_model, check_weights_args
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
 from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
-from umop_yolo.engine.level_stats import LevelRecorder, branch_stats, is_level_key, level_names, o2m_weight
+from umop_yolo.engine.level_stats import LEVEL_CALLBACKS, LevelRecorder, is_level_key
 from umop_yolo.engine.mmdet_import import mmdet_start
-from umop_yolo.engine.preflight import check_resume_dir, check_train_inputs
+from umop_yolo.engine.preflight import check_train_inputs
 from umop_yolo.engine.run_lock import RunLock
 from umop_yolo.engine.saving import (
     atomic_weights,
-    check_writable,
     kept_on_full_disk,
     remove_leftovers,
     results_row,
@@ -40,20 +40,6 @@ from umop_yolo.engine.saving import (
 from umop_yolo.engine.schedule import linear_warmup_factor, mmdetection_groups_, step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
-
-
-def _start_level_epoch(trainer: UmopTrainer) -> None:
-    """on_train_epoch_start: number this epoch's steps and name the pyramid levels for the level recorder."""
-    if RANK in {-1, 0}:
-        names = level_names(unwrap_model(trainer.model).stride)
-        trainer.level_recorder.start_epoch(trainer.epoch + 1, trainer.epoch * len(trainer.train_loader), names)
-
-
-def _record_level_stats(trainer: UmopTrainer) -> None:
-    """on_train_batch_end: this step's per-level stats of each branch into the recorder's device buffer (no sync)."""
-    if RANK in {-1, 0}:
-        criterion = unwrap_model(trainer.model).criterion
-        trainer.level_recorder.update_branches(branch_stats(criterion), o2m_weight(criterion))
 
 
 def _count_iterations(trainer: UmopTrainer) -> None:
@@ -79,9 +65,8 @@ def _watch_divergence(trainer: UmopTrainer) -> None:
         trainer.divergence.step(float(trainer.loss.detach()))
 
 
-TRAIN_CALLBACKS = (("on_train_epoch_start", _start_level_epoch), ("on_train_batch_end", _record_level_stats),
-                   ("on_train_batch_end", _watch_divergence), ("on_train_epoch_start", _count_iterations),
-                   ("on_train_batch_start", _linear_warmup))
+TRAIN_CALLBACKS = (*LEVEL_CALLBACKS, ("on_train_batch_end", _watch_divergence),
+                   ("on_train_epoch_start", _count_iterations), ("on_train_batch_start", _linear_warmup))
 
 
 class UmopTrainer(DetectionTrainer):
@@ -104,7 +89,8 @@ class UmopTrainer(DetectionTrainer):
         self.args.trust_checkpoint = self.trust_checkpoint  # this command's choice, not the resumed run's
         if LOCAL_RANK != -1:  # a DDP worker (torchrun or Ultralytics' launcher): join the whole job, all nodes
             self.world_size = WORLD_SIZE  # Ultralytics counts only this node's devices
-        self.level_recorder = LevelRecorder(self.save_dir / "levels.csv", self.args.level_log_interval)
+        levels_csv = self.save_dir / "levels.csv" if RANK in {-1, 0} else None  # rank 0 writes the ranks' means
+        self.level_recorder = LevelRecorder(levels_csv, self.args.level_log_interval)
         self.divergence = DivergenceMonitor()
         for event, callback in TRAIN_CALLBACKS:
             if callback not in self.callbacks[event]:  # DDP workers receive ours pickled
@@ -116,21 +102,30 @@ class UmopTrainer(DetectionTrainer):
         This is where BaseTrainer.__init__ first knows the run's final settings (a resume takes them from the
         checkpoint), and the last point before it writes args.yaml and deletes results.csv there. A resume stays in
         the run directory that holds its checkpoint; the directory must be writable. Only the process that writes
-        (rank 0, or the single process) locks; Ultralytics' DDP launcher hands its lock to its rank 0.
+        (rank 0, or the single process) locks; Ultralytics' DDP launcher keeps its lock for its workers. A DDP worker
+        joins the process group here, and every rank takes rank 0's directory (`engine.ddp`).
         """
         super().check_resume(overrides)
+        if RANK != -1:
+            ddp.join_process_group(self, self.args.ddp_timeout)
+        resumed = self.args.resume if self.resume else None
+        self.args.save_dir, self.run_lock = ddp.lock_run_dir(self.args, resumed)  # BaseTrainer uses it as is
         if RANK in {-1, 0}:
-            self.args.save_dir = str(get_save_dir(self.args))  # BaseTrainer then uses this directory as is
-            if self.resume:
-                check_resume_dir(self.args.save_dir, self.args.resume)
-            check_writable(Path(self.args.save_dir))
-            self.run_lock = RunLock(self.args.save_dir).acquire()
-            remove_leftovers(self.run_lock.run_dir)
+            remove_leftovers(Path(self.args.save_dir))
 
     def release_run_dir(self) -> None:
         """Let another training use the run directory."""
         if self.run_lock is not None:
             self.run_lock.release()
+
+    def _setup_ddp(self) -> None:
+        """A DDP worker joined the process group in `check_resume`: only its device is set here."""
+        ddp.set_ddp_device(self)
+
+    def _setup_train(self) -> None:
+        """Ultralytics' setup; a CPU model is wrapped in DDP without device ids."""
+        with ddp.cpu_ddp_wrapper(self):
+            super()._setup_train()
 
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
@@ -234,9 +229,8 @@ class UmopTrainer(DetectionTrainer):
         """Ultralytics' training, holding the run directory's lock; every checkpoint it reads (weights, resume, final
         validation) is loaded restricted."""
         try:
-            if self.ddp:  # the workers' rank 0 locks the directory (Ultralytics' launcher deletes it first)
-                self.release_run_dir()
-            with checkpoint_loading(self.trust_checkpoint):
+            with (ddp.launcher_holds_lock(self), ddp.lost_rank_as_one_line(self),
+                  checkpoint_loading(self.trust_checkpoint)):
                 super().train()
         finally:
             self.release_run_dir()
@@ -252,10 +246,11 @@ class UmopTrainer(DetectionTrainer):
     def final_eval(self) -> None:
         """Strip the optimizer from last.pt/best.pt in copies moved into place when done, validate best.pt, then draw
         the level plots (the last step before Ultralytics' results.png and on_train_end)."""
-        if RANK not in {-1, 0}:  # only rank 0 writes
-            return super().final_eval()
-        with kept_on_full_disk(self.last), atomic_weights(self, copy_existing=True):
-            super().final_eval()
+        with ddp.validation_on_cpu(self):
+            if RANK not in {-1, 0}:  # only rank 0 writes
+                return super().final_eval()
+            with kept_on_full_disk(self.last), atomic_weights(self, copy_existing=True):
+                super().final_eval()
         self.plot_levels()
 
     def plot_levels(self) -> None:

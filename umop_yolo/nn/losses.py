@@ -115,6 +115,7 @@ class DenseLoss:
         targets = class_targets(t.labels, t.assign, self.nc)
         loss, self.last_stats = self.pfl(list(logits.split(t.level_sizes, 1)), list(targets.split(t.level_sizes, 1)),
                                          t.num_pos)
+        self.last_stats["normalizer"] = t.num_pos.detach()
         return loss
 
 

@@ -51,10 +51,11 @@ from umop_yolo.pfl.single_label import SingleLabelFocal, top_class
 STATISTICS = ("released", "paper", "centered")
 FORMS = ("focal", "varifocal", "negatives")
 REDUCTIONS = ("sum", "mean")
-CHOICES = {"statistic": STATISTICS, "reduction": REDUCTIONS, "form": FORMS}
+SYNCS = ("ranks", "global")  # how DDP ranks share C_l: see ProgressiveFocalLoss
+CHOICES = {"statistic": STATISTICS, "reduction": REDUCTIONS, "form": FORMS, "sync": SYNCS}
 # The paper's settings, the one source of every default (ProgressiveFocalLoss's arguments, UMOP's settings).
 DEFAULTS = {"gamma": 2.0, "delta": 0.5, "w": 0.5, "statistic": "released", "reduction": "sum", "form": "focal",
-            "levelwise": True}
+            "levelwise": True, "sync": "ranks"}
 
 
 def _number(name: str, value: Any) -> float:
@@ -65,11 +66,12 @@ def _number(name: str, value: Any) -> float:
 
 def check_pfl(gamma: Any, delta: Any, w: Any, statistic: Any = DEFAULTS["statistic"],
               reduction: Any = DEFAULTS["reduction"], form: Any = DEFAULTS["form"],
-              levelwise: Any = DEFAULTS["levelwise"], names: Mapping[str, str] | None = None) -> None:
+              levelwise: Any = DEFAULTS["levelwise"], names: Mapping[str, str] | None = None,
+              sync: Any = DEFAULTS["sync"]) -> None:
     """Raise UserInputError naming the first bad PFL setting: gamma > 0, 0 <= delta < gamma (Eq. 4), w > 0 and
     w < gamma - delta, so alpha_l = w / gamma_l < 1 on every level (Eq. 5) and negatives keep a weight 1 - alpha_l > 0;
-    statistic, reduction and form from `CHOICES`; levelwise a bool. `names` maps an argument to the name the message
-    uses (a settings key such as pfl_gamma); by default the argument's own name."""
+    statistic, reduction, form and sync from `CHOICES`; levelwise a bool. `names` maps an argument to the name the
+    message uses (a settings key such as pfl_gamma); by default the argument's own name."""
     name = {key: key for key in DEFAULTS} | dict(names or {})
     if not isinstance(levelwise, bool):
         raise UserInputError(f"{name['levelwise']}={levelwise!r} must be true or false")
@@ -83,7 +85,7 @@ def check_pfl(gamma: Any, delta: Any, w: Any, statistic: Any = DEFAULTS["statist
     if w >= gamma - delta:  # alpha_l >= 1 would weight negatives by 1 - alpha_l <= 0: a negative or blind loss
         raise UserInputError(f"{name['w']}={w} must be < {name['gamma']} - {name['delta']} = {gamma - delta:g} "
                              "(alpha_l = w / gamma_l < 1)")
-    for key, value in (("statistic", statistic), ("reduction", reduction), ("form", form)):
+    for key, value in (("statistic", statistic), ("reduction", reduction), ("form", form), ("sync", sync)):
         if value not in CHOICES[key]:
             raise UserInputError(f"{name[key]}={value!r} must be one of {', '.join(CHOICES[key])}")
 
@@ -145,6 +147,10 @@ class ProgressiveFocalLoss:
             only, the loss in closed form with its gradient in one pass (`SingleLabelFocal`). Multi-label
             targets need False (the default), which evaluates `focal_loss` with autograd on every entry.
         form: "focal" (Eq. 3, the default), "varifocal" or "negatives": see the module docstring.
+        sync: under DDP, "ranks" (authors' code: each rank's C_l, then their mean over ranks) or "global" (the
+            ranks' numerators and denominators averaged before the ratio: C_l of the whole global batch, exactly
+            what one process with that batch computes). Either way one all-reduce per step, which also carries the
+            loss normaliser.
     """
 
     def __init__(
@@ -157,19 +163,34 @@ class ProgressiveFocalLoss:
         levelwise: bool = DEFAULTS["levelwise"],
         single_label: bool = False,
         form: str = DEFAULTS["form"],
+        sync: str = DEFAULTS["sync"],
     ) -> None:
-        check_pfl(gamma, delta, w, statistic, reduction, form, levelwise)
+        check_pfl(gamma, delta, w, statistic, reduction, form, levelwise, sync=sync)
         self.gamma, self.delta, self.w = float(gamma), float(delta), float(w)
         self.statistic, self.reduction, self.levelwise = statistic, reduction, levelwise
-        self.single_label, self.form = single_label, form
+        self.single_label, self.form, self.sync = single_label, form, sync
 
     def level_params(self, logits: list[Tensor], targets: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """gamma_l, alpha_l and C_l per level, each (L,) fp32 and detached (Eq. 4, 5). No host sync."""
         parts = [level_statistic(x, t, self.statistic) for x, t in zip(logits, targets)]
-        return self._params(torch.stack([n for n, _ in parts]), torch.stack([d for _, d in parts]))
+        return self._params(torch.stack([n for n, _ in parts]), torch.stack([d for _, d in parts]))[:3]
 
-    def _params(self, num: Tensor, den: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """`level_params` from the levels' (L,) statistic numerators and denominators."""
+    def _params(self, num: Tensor, den: Tensor, normalizer: Tensor | None = None) -> tuple[Tensor, ...]:
+        """`level_params` from the levels' (L,) statistic numerators and denominators, and `normalizer` averaged over
+        DDP ranks in the same all-reduce as C_l (None: not asked for). `sync` picks what the ranks average."""
+        extra = [] if normalizer is None else [normalizer.reshape(1).float()]
+        if self.sync == "global":  # the global batch's sums, then the ratio: one process's C_l
+            num, den, norm = mean_across_ranks(torch.cat([num, den, *extra])).split([len(num), len(den), len(extra)])
+            c = self._statistic(num, den)
+        else:  # authors' code: this rank's C_l (2 without positives here), then the mean over ranks
+            c, norm = mean_across_ranks(torch.cat([self._statistic(num, den), *extra])).split([len(num), len(extra)])
+        gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
+        alpha = self.w / gamma  # Eq. (5)
+        return (gamma, alpha, c) if normalizer is None else (gamma, alpha, c, norm[0])
+
+    def _statistic(self, num: Tensor, den: Tensor) -> Tensor:
+        """C_l (Eq. 4 or the released form) from (L,) numerators and denominators; gamma on a level without
+        positives, so that level trains with plain focal loss."""
         if not self.levelwise:  # one statistic over the positives of all levels
             num, den = num.sum().expand_as(num), den.sum().expand_as(den)
         ratio = num / den.clamp_min(TINY)
@@ -179,11 +200,7 @@ class ProgressiveFocalLoss:
             c = ratio + self.gamma
         else:
             c = ratio
-        c = torch.where(den > 0, c, torch.full_like(c, self.gamma))  # no positives: plain focal loss
-        c = mean_across_ranks(c)  # as the authors' code does, so every rank uses the same gamma_l
-        gamma = c.clamp(self.gamma - self.delta, self.gamma + self.delta)  # Eq. (4)
-        alpha = self.w / gamma  # Eq. (5)
-        return gamma, alpha, c
+        return torch.where(den > 0, c, torch.full_like(c, self.gamma))
 
     def level_weights(self, target_sum: Tensor, normalizer: Tensor | float) -> Tensor:
         """(L,) factors that turn per-level loss sums into the total: loss = sum_l weight_l * sum(level l), from the
@@ -194,12 +211,14 @@ class ProgressiveFocalLoss:
         return 1.0 / (len(target_sum) * target_sum.clamp_min(1.0))  # Eq. (1): mean of per-level losses
 
     def joined(
-        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None
+        self, logits: Tensor, targets: Tensor, level_sizes: Sequence[int], scale: Tensor | None = None,
+        normalizer: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """`per_level` on (..., A, C) logits whose anchors are the levels joined along dim -2 (`level_sizes` anchors
         each, in level order): one elementwise loss, each anchor with its level's (gamma_l, alpha_l), in one pass over
-        all anchors without per-level copies (the YOLO adapter's call); the same stats."""
-        losses, stats = self._parts([logits], [targets], [list(level_sizes)], scale)
+        all anchors without per-level copies (the YOLO adapter's call); the same stats. A `normalizer` (this rank's
+        loss divisor) comes back as stats["normalizer"], its mean over DDP ranks (the same all-reduce as C_l)."""
+        losses, stats = self._parts([logits], [targets], [list(level_sizes)], scale, normalizer)
         return losses[0], stats
 
     def per_level(
@@ -214,7 +233,7 @@ class ProgressiveFocalLoss:
         return self._parts(logits, targets, [[x.shape[-2]] for x in logits], scale)
 
     def _parts(self, logits: list[Tensor], targets: list[Tensor], level_sizes: list[list[int]],
-               scale: Tensor | None) -> tuple[list[Tensor], dict[str, Tensor]]:
+               scale: Tensor | None, normalizer: Tensor | None = None) -> tuple[list[Tensor], dict[str, Tensor]]:
         """`per_level` on parts that each hold one or more levels joined along dim -2, `level_sizes[k]` anchors each
         (the levels in order over the parts): the statistic of every level first, then one loss per part."""
         tops = []
@@ -229,7 +248,8 @@ class ProgressiveFocalLoss:
             return torch.cat([level_sums(v, sizes) for v, sizes in zip(values, level_sizes)])
 
         terms = [statistic_terms(top_x, top, self.statistic) for top, top_x, _ in tops]
-        gamma, alpha, c = self._params(*(per_level_sums([term[i] for term in terms]) for i in (0, 1)))
+        gamma, alpha, c, *norm = self._params(*(per_level_sums([term[i] for term in terms]) for i in (0, 1)),
+                                              normalizer)
         factors = torch.ones_like(gamma) if scale is None else scale.detach().float()
         losses = []
         for x, t, (top, top_x, index), sizes, g, a, f in zip(logits, targets, tops, level_sizes, *(
@@ -246,7 +266,8 @@ class ProgressiveFocalLoss:
         return losses, {"gamma": gamma, "alpha": alpha, "statistic": c, "positive": torch.cat(positive, -1),
                         "num_pos": per_level_sums([p[..., None] for p in positive]).float(),
                         "num_samples": torch.tensor(num_samples, dtype=torch.float32, device=gamma.device),
-                        "target_sum": per_level_sums([top.float() for top, _, _ in tops])}
+                        "target_sum": per_level_sums([top.float() for top, _, _ in tops]),
+                        **({"normalizer": norm[0]} if norm else {})}
 
     def __call__(
         self, logits: list[Tensor], targets: list[Tensor], normalizer: Tensor | float
