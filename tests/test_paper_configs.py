@@ -11,8 +11,8 @@ from ultralytics.utils.torch_utils import ModelEMA
 
 from umop_yolo.cfg import CFG_DIR, mode_args
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.schedule import step_lr_lambda
-from umop_yolo.engine.trainer import UmopTrainer, _count_iterations, _linear_warmup
+from umop_yolo.engine.schedule import count_iterations, linear_warmup, step_lr_lambda
+from umop_yolo.engine.trainer import UmopTrainer
 from umop_yolo.errors import UserInputError
 
 PAPER = sorted(p.name for p in CFG_DIR.glob("*.yaml") if p.stem.startswith(("retinanet", "atss")))
@@ -70,10 +70,10 @@ def test_paper_yaml_warms_up_linearly_from_a_thousandth_of_lr_over_500_iteration
     trainer.train_loader, trainer.epoch = range(7330), 0  # COCO train2017 at batch 16
     assert trainer._get_warmup_iterations(7330) == 0  # Ultralytics' warmup is off: ours sets every group
     assert trainer.warmup_iterations(7330) == 500
-    _count_iterations(trainer)
+    count_iterations(trainer)
     lrs = []
     for _ in range(502):
-        _linear_warmup(trainer)
+        linear_warmup(trainer)
         lrs.append([g["lr"] for g in trainer.optimizer.param_groups])  # every group, biases too
     lr0, groups = trainer.args.lr0, len(trainer.optimizer.param_groups)
     assert lrs[0] == pytest.approx([0.001 * lr0] * groups)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import optim
 
@@ -59,3 +60,23 @@ def mmdetection_groups_(optimizer: optim.Optimizer, nesterov: bool, norm_bias_de
     for group in optimizer.param_groups:
         if "nesterov" in group:
             group["nesterov"] = nesterov
+
+
+def count_iterations(trainer: Any) -> None:
+    """on_train_epoch_start: the iteration this epoch starts at (Ultralytics' `ni`), for `linear_warmup`."""
+    trainer.iteration = trainer.epoch * len(trainer.train_loader)
+
+
+def linear_warmup(trainer: Any) -> None:
+    """on_train_batch_start, `warmup_ratio` > 0: MMDetection's linear warmup, every group's lr from warmup_ratio x its
+    scheduled lr to that lr over the warmup iterations (Ultralytics' own warmup is off then)."""
+    ni, trainer.iteration = trainer.iteration, trainer.iteration + 1
+    if not trainer.args.warmup_ratio or ni > (nw := trainer.warmup_iterations(len(trainer.train_loader))):
+        return
+    factor = linear_warmup_factor(ni, nw, trainer.args.warmup_ratio)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * trainer.lf(trainer.epoch) * factor
+
+
+# the trainer's callbacks for MMDetection's warmup (`warmup_ratio`)
+WARMUP_CALLBACKS = (("on_train_epoch_start", count_iterations), ("on_train_batch_start", linear_warmup))

@@ -37,25 +37,9 @@ from umop_yolo.engine.saving import (
     trim_epochs,
     weights_file_names_only,
 )
-from umop_yolo.engine.schedule import linear_warmup_factor, mmdetection_groups_, step_lr_lambda
+from umop_yolo.engine.schedule import WARMUP_CALLBACKS, mmdetection_groups_, step_lr_lambda
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.settings import check_umop_args
-
-
-def _count_iterations(trainer: UmopTrainer) -> None:
-    """on_train_epoch_start: the iteration this epoch starts at (Ultralytics' `ni`), for `_linear_warmup`."""
-    trainer.iteration = trainer.epoch * len(trainer.train_loader)
-
-
-def _linear_warmup(trainer: UmopTrainer) -> None:
-    """on_train_batch_start, `warmup_ratio` > 0: MMDetection's linear warmup, every group's lr from warmup_ratio x its
-    scheduled lr to that lr over the warmup iterations (Ultralytics' own warmup is off then)."""
-    ni, trainer.iteration = trainer.iteration, trainer.iteration + 1
-    if not trainer.args.warmup_ratio or ni > (nw := trainer.warmup_iterations(len(trainer.train_loader))):
-        return
-    factor = linear_warmup_factor(ni, nw, trainer.args.warmup_ratio)
-    for group in trainer.optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * trainer.lf(trainer.epoch) * factor
 
 
 def _watch_divergence(trainer: UmopTrainer) -> None:
@@ -65,8 +49,7 @@ def _watch_divergence(trainer: UmopTrainer) -> None:
         trainer.divergence.step(float(trainer.loss.detach()))
 
 
-TRAIN_CALLBACKS = (*LEVEL_CALLBACKS, ("on_train_batch_end", _watch_divergence),
-                   ("on_train_epoch_start", _count_iterations), ("on_train_batch_start", _linear_warmup))
+TRAIN_CALLBACKS = (*LEVEL_CALLBACKS, ("on_train_batch_end", _watch_divergence), *WARMUP_CALLBACKS)
 
 
 class UmopTrainer(DetectionTrainer):
@@ -175,7 +158,7 @@ class UmopTrainer(DetectionTrainer):
         return self.args.warmup_iters or super()._get_warmup_iterations(num_batches)
 
     def _get_warmup_iterations(self, num_batches: int) -> int:
-        """Ultralytics' warmup, none when `warmup_ratio` > 0: MMDetection's runs instead (`_linear_warmup`)."""
+        """Ultralytics' warmup, none when `warmup_ratio` > 0: MMDetection's runs instead (`schedule.linear_warmup`)."""
         return 0 if self.args.warmup_ratio else self.warmup_iterations(num_batches)
 
     def build_optimizer(self, model: torch.nn.Module, *args: Any, **kwargs: Any) -> optim.Optimizer:
