@@ -62,7 +62,9 @@ class LevelwisePFL:
         stats["loss"] = level_sums(loss.detach(), self.level_sizes) / stats["target_sum"].sum().clamp_min(1.0)
         # one process on the whole batch divides by max(sum, 1); each rank's share of that is its 1/world
         ranks = reducing_ranks()
-        self.divisor_ratio = local.clamp_min(1.0) * ranks / (stats["normalizer"] * ranks).clamp_min(1.0)  # 1 w/o DDP
+        # one process (or validation, which never syncs) is its own whole batch: nothing to rescale
+        self.divisor_ratio = (local.clamp_min(1.0) * ranks / (stats["normalizer"] * ranks).clamp_min(1.0)
+                              if ranks > 1 else 1.0)
         self.positive = stats.pop("positive")
         self.last_stats = stats
         return loss
