@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from umop_yolo.errors import UserInputError
-from umop_yolo.pfl import ProgressiveFocalLoss, check_pfl, focal_loss, level_statistic
+from umop_yolo.pfl import PFLSettings, ProgressiveFocalLoss, focal_loss, level_statistic
 
 
 def binary_levels(seed=0, sizes=(64, 16, 4), nc=3, scale=3.0):
@@ -224,10 +224,10 @@ def test_w_at_or_above_the_lower_clamp_is_refused_so_alpha_stays_below_one():
     with pytest.raises(UserInputError, match=r"^w=1.5 must be"):
         ProgressiveFocalLoss(w=1.5, gamma=2, delta=0.5)
     with pytest.raises(UserInputError, match=r"^pfl_w=1.6 must be < pfl_gamma - pfl_delta = 1.5 "):
-        check_pfl(2.0, 0.5, 1.6, names={"gamma": "pfl_gamma", "delta": "pfl_delta", "w": "pfl_w"})
+        PFLSettings.from_settings({"pfl_gamma": 2.0, "pfl_delta": 0.5, "pfl_w": 1.6})
     with pytest.raises(UserInputError, match=r"^gamma=True must be a number$"):
         ProgressiveFocalLoss(gamma=True)
-    assert ProgressiveFocalLoss(w=1.49, gamma=2, delta=0.5).w == 1.49  # just below the bound
+    assert ProgressiveFocalLoss(w=1.49, gamma=2, delta=0.5).settings.w == 1.49  # just below the bound
 
 
 @pytest.mark.parametrize("form", ["varifocal", "negatives"])
