@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from umop_yolo import pfl
+from umop_yolo.cfg import mode_args
 from umop_yolo.errors import UserInputError
 from umop_yolo.settings import UMOP_DEFAULTS, ModelSettings, check_umop_args
 
@@ -41,3 +42,9 @@ def test_a_bad_setting_is_one_line_naming_its_key(given, message):
 def test_missing_keys_take_their_defaults():
     check_umop_args({})  # e.g. an older checkpoint's train_args
     check_umop_args({"pfl_gamma": 1.0, "pfl_delta": 0.25, "pfl_w": 0.74})
+
+
+@pytest.mark.parametrize("mode", ["train", "val", "predict"])
+def test_every_mode_checks_the_umop_keys_before_it_starts(mode):
+    with pytest.raises(UserInputError, match=r"^pfl_w=1.6 must be < pfl_gamma - pfl_delta"):
+        mode_args(mode, {"model": "yolov8n.yaml", "pfl_w": 1.6})

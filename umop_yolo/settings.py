@@ -142,6 +142,10 @@ def check_umop_args(args: Any) -> None:
             raise UserInputError(f"{key}={get(key)!r} must be true or false")
     if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
         raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
+    nms_pre = get("nms_pre")  # an integral float counts, as in Ultralytics' own checks
+    if isinstance(nms_pre, bool) or not isinstance(nms_pre, (int, float)) or not float(nms_pre).is_integer() \
+            or nms_pre < 1:
+        raise UserInputError(f"nms_pre={nms_pre!r} must be an integer >= 1 (candidates per image that enter NMS)")
     if isinstance(get("ddp_timeout"), bool) or not isinstance(get("ddp_timeout"), (int, float)) \
             or not get("ddp_timeout") > 0:
         raise UserInputError(f"ddp_timeout={get('ddp_timeout')!r} must be a number of seconds > 0")
