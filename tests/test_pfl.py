@@ -1,5 +1,6 @@
 """The UMOP core (umop_yolo.pfl): Eq. (1)-(5), the released code's choices, numerics and no host syncs."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -273,3 +274,14 @@ def test_released_statistic_matches_the_authors_rule_at_saturated_logits(positiv
         assert float(stats["gamma"][0]) == pytest.approx(1.7014, abs=1e-4)
     if positives[0] == -110.0:  # sigmoid underflows to 0: +inf, the upper clamp
         assert float(stats["gamma"][0]) == 2.5
+
+
+def test_settings_are_one_frozen_value_whose_fields_keywords_replace():
+    base = PFLSettings(gamma=1.5, delta=0.25, w=0.5)
+    pfl = ProgressiveFocalLoss(base, delta=0.0)
+    assert pfl.settings == PFLSettings(gamma=1.5, delta=0.0, w=0.5) and base.delta == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.gamma = 3.0
+    with pytest.raises(UserInputError, match=r"^w=1.5 must be < gamma - delta = 1.5 "):
+        ProgressiveFocalLoss(base, delta=0.0, w=1.5)  # the replaced values are checked too
+    assert type(PFLSettings(gamma=3).gamma) is float  # the loss computes with floats, whatever number was given
