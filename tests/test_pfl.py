@@ -1,5 +1,6 @@
 """The UMOP core (umop_yolo.pfl): Eq. (1)-(5), the released code's choices, numerics and no host syncs."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import torch
 import torchvision
 
 from umop_yolo.errors import UserInputError
-from umop_yolo.pfl import ProgressiveFocalLoss, check_pfl, focal_loss, level_statistic
+from umop_yolo.pfl import PFLSettings, ProgressiveFocalLoss, focal_loss, level_statistic
 
 
 def binary_levels(seed=0, sizes=(64, 16, 4), nc=3, scale=3.0):
@@ -224,10 +225,10 @@ def test_w_at_or_above_the_lower_clamp_is_refused_so_alpha_stays_below_one():
     with pytest.raises(UserInputError, match=r"^w=1.5 must be"):
         ProgressiveFocalLoss(w=1.5, gamma=2, delta=0.5)
     with pytest.raises(UserInputError, match=r"^pfl_w=1.6 must be < pfl_gamma - pfl_delta = 1.5 "):
-        check_pfl(2.0, 0.5, 1.6, names={"gamma": "pfl_gamma", "delta": "pfl_delta", "w": "pfl_w"})
+        PFLSettings.from_settings({"pfl_gamma": 2.0, "pfl_delta": 0.5, "pfl_w": 1.6})
     with pytest.raises(UserInputError, match=r"^gamma=True must be a number$"):
         ProgressiveFocalLoss(gamma=True)
-    assert ProgressiveFocalLoss(w=1.49, gamma=2, delta=0.5).w == 1.49  # just below the bound
+    assert ProgressiveFocalLoss(w=1.49, gamma=2, delta=0.5).settings.w == 1.49  # just below the bound
 
 
 @pytest.mark.parametrize("form", ["varifocal", "negatives"])
@@ -273,3 +274,14 @@ def test_released_statistic_matches_the_authors_rule_at_saturated_logits(positiv
         assert float(stats["gamma"][0]) == pytest.approx(1.7014, abs=1e-4)
     if positives[0] == -110.0:  # sigmoid underflows to 0: +inf, the upper clamp
         assert float(stats["gamma"][0]) == 2.5
+
+
+def test_settings_are_one_frozen_value_whose_fields_keywords_replace():
+    base = PFLSettings(gamma=1.5, delta=0.25, w=0.5)
+    pfl = ProgressiveFocalLoss(base, delta=0.0)
+    assert pfl.settings == PFLSettings(gamma=1.5, delta=0.0, w=0.5) and base.delta == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.gamma = 3.0
+    with pytest.raises(UserInputError, match=r"^w=1.5 must be < gamma - delta = 1.5 "):
+        ProgressiveFocalLoss(base, delta=0.0, w=1.5)  # the replaced values are checked too
+    assert type(PFLSettings(gamma=3).gamma) is float  # the loss computes with floats, whatever number was given

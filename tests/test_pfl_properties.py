@@ -37,7 +37,7 @@ def levels(draw, soft=True, scales=LOGIT_SCALES):
     return logits, targets
 
 
-pfl_configs = st.builds(  # every valid setting: alpha_l = w / gamma_l < 1 for all gamma_l (check_umop_args)
+pfl_configs = st.builds(  # every valid setting: alpha_l = w / gamma_l < 1 for all gamma_l (PFLSettings)
     lambda gamma, frac, w_frac, statistic, reduction, levelwise: ProgressiveFocalLoss(
         gamma=gamma, delta=gamma * frac, w=gamma * (1 - frac) * w_frac, statistic=statistic, reduction=reduction,
         levelwise=levelwise,
@@ -81,12 +81,13 @@ def test_fp16_inputs_give_finite_loss_and_gradients(data, pfl):
 @given(data=levels(), pfl=pfl_configs)
 def test_gamma_stays_inside_the_clamp_and_alpha_follows_it(data, pfl):
     gamma, alpha, _ = pfl.level_params(*data)
-    lo, hi = pfl.gamma - pfl.delta, pfl.gamma + pfl.delta
+    cfg = pfl.settings
+    lo, hi = cfg.gamma - cfg.delta, cfg.gamma + cfg.delta
     assert ((gamma >= lo - 1e-6) & (gamma <= hi + 1e-6)).all(), (gamma, lo, hi)
-    torch.testing.assert_close(alpha, pfl.w / gamma)
+    torch.testing.assert_close(alpha, cfg.w / gamma)
     for t, g in zip(data[1], gamma):
-        if not (t > 0).any() and pfl.levelwise:  # a level without positives falls back to plain focal loss
-            assert math.isclose(float(g), pfl.gamma, rel_tol=1e-6)
+        if not (t > 0).any() and cfg.levelwise:  # a level without positives falls back to plain focal loss
+            assert math.isclose(float(g), cfg.gamma, rel_tol=1e-6)
 
 
 @SETTINGS

@@ -6,14 +6,16 @@ from types import SimpleNamespace
 import pytest
 
 from umop_yolo import pfl
+from umop_yolo.cfg import mode_args
 from umop_yolo.errors import UserInputError
-from umop_yolo.settings import PFL_KEYS, UMOP_DEFAULTS, check_umop_args
+from umop_yolo.settings import UMOP_DEFAULTS, ModelSettings, check_umop_args
 
 
 def test_pfl_defaults_come_from_the_core():
-    core = pfl.ProgressiveFocalLoss()
-    for key, arg in PFL_KEYS.items():
-        assert UMOP_DEFAULTS[key] == pfl.DEFAULTS[arg] == getattr(core, arg), key
+    core = pfl.ProgressiveFocalLoss().settings
+    for key, field in pfl.SETTINGS_KEYS.items():
+        assert UMOP_DEFAULTS[key] == getattr(pfl.PFLSettings(), field) == getattr(core, field), key
+    assert ModelSettings.from_settings(UMOP_DEFAULTS) == ModelSettings()  # umop, backbone_weights too
 
 
 @pytest.mark.parametrize("given, message", [
@@ -25,6 +27,8 @@ def test_pfl_defaults_come_from_the_core():
     ({"lrp_reduction": "max"}, "lrp_reduction='max' must be one of sum, mean"),
     ({"pfl_form": "vfl"}, "pfl_form='vfl' must be one of focal, varifocal, negatives"),
     ({"lrp": "yes"}, "lrp='yes' must be true or false"),
+    ({"umop": 1}, "umop=1 must be true or false"),
+    ({"backbone_weights": 3}, "backbone_weights=3 must be a .pth file, imagenet, or false (random init)"),
     ({"epochs": 12, "lr_steps": [8, 12]}, "lr_steps=[8, 12] must increase strictly within 1..11 (epochs=12)"),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key(given, message):
@@ -38,3 +42,9 @@ def test_a_bad_setting_is_one_line_naming_its_key(given, message):
 def test_missing_keys_take_their_defaults():
     check_umop_args({})  # e.g. an older checkpoint's train_args
     check_umop_args({"pfl_gamma": 1.0, "pfl_delta": 0.25, "pfl_w": 0.74})
+
+
+@pytest.mark.parametrize("mode", ["train", "val", "predict"])
+def test_every_mode_checks_the_umop_keys_before_it_starts(mode):
+    with pytest.raises(UserInputError, match=r"^pfl_w=1.6 must be < pfl_gamma - pfl_delta"):
+        mode_args(mode, {"model": "yolov8n.yaml", "pfl_w": 1.6})

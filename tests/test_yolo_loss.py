@@ -9,7 +9,8 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
-from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss, pfl_from_args
+from umop_yolo.engine.args_adapter import settings_from_args
+from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.pfl import ProgressiveFocalLoss
 
@@ -55,15 +56,18 @@ def test_umop_true_replaces_only_the_classification_term():
     assert all(torch.isfinite(p.grad).all() for p in ours.parameters() if p.grad is not None)
 
 
-def test_pfl_from_args_reads_every_setting_and_the_focal_baseline_has_delta_zero():
+def test_settings_from_args_read_every_setting_and_the_focal_baseline_has_delta_zero():
     a = args(pfl_gamma=1.5, pfl_delta=0.25, pfl_w=0.4, pfl_statistic="paper", lrp_reduction="mean",
-             pfl_form="varifocal", lrp=False)
-    pfl = pfl_from_args(a)
-    assert (pfl.gamma, pfl.delta, pfl.w, pfl.statistic, pfl.reduction, pfl.form, pfl.levelwise, pfl.single_label) == (
-        1.5, 0.25, 0.4, "paper", "mean", "varifocal", False, True)
-    focal = pfl_from_args(a, focal_baseline=True)  # RetinaNet / ATSS with umop=false: Eq. (3), one fixed gamma, alpha
-    assert (focal.gamma, focal.delta, focal.w, focal.single_label) == (1.5, 0.0, 0.4, True)
-    assert (focal.statistic, focal.reduction, focal.form, focal.levelwise) == ("released", "sum", "focal", True)
+             pfl_form="varifocal", lrp=False, pfl_sync="global")
+    settings = settings_from_args(a)
+    assert settings == settings_from_args(vars(a))  # a checkpoint's args: a dict
+    pfl = settings.classification
+    assert (pfl.gamma, pfl.delta, pfl.w, pfl.statistic, pfl.reduction, pfl.form, pfl.levelwise, pfl.sync) == (
+        1.5, 0.25, 0.4, "paper", "mean", "varifocal", False, "global")
+    focal = settings_from_args(args(**{**vars(a), "umop": False})).classification  # RetinaNet / ATSS, umop=false
+    assert (focal.gamma, focal.delta, focal.w) == (1.5, 0.0, 0.4)  # Eq. (3), one fixed gamma and alpha
+    assert (focal.statistic, focal.reduction, focal.form, focal.levelwise, focal.sync) == (
+        "released", "sum", "focal", True, "ranks")
 
 
 @pytest.mark.parametrize("form", ["varifocal", "negatives"])
@@ -71,7 +75,7 @@ def test_pfl_form_setting_reaches_the_yolo_criterion(form):
     _, focal = model_pair(umop=True)
     _, other = model_pair(umop=True, pfl_form=form)
     (l_focal, _), (l_other, _) = focal.loss(batch()), other.loss(batch())
-    assert other.criterion.bce.pfl.form == form and focal.criterion.bce.pfl.form == "focal"
+    assert other.criterion.bce.pfl.settings.form == form and focal.criterion.bce.pfl.settings.form == "focal"
     assert torch.equal(l_focal[0], l_other[0]) and not torch.equal(l_focal[1], l_other[1])  # only cls differs
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from umop_yolo.errors import InputNotFoundError, UserInputError
-from umop_yolo.settings import UMOP_DEFAULTS, scaled_lr_steps
+from umop_yolo.settings import UMOP_DEFAULTS, check_umop_args, scaled_lr_steps
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The folder holding cfg/ and data/: the repo root in a checkout or an editable install; umop_yolo/assets in a wheel
@@ -97,6 +97,7 @@ def _sizes(value: Any) -> list[Any]:
 
 # Values Ultralytics does not check and then changes without a word (imgsz=0 runs at 32, batch=-3 becomes AutoBatch,
 # close_mosaic=-1 never closes mosaic) or that fail deep inside a mode. key -> (valid(value, training), valid values).
+# Ultralytics' keys only: UMOP's own are checked by `settings.check_umop_args`.
 VALUE_RULES: dict[str, tuple[Callable[[Any, bool], bool], str]] = {
     "imgsz": (lambda v, _: all(_integer(x, 1) for x in _sizes(v)), "a positive integer (or [h, w])"),
     "batch": (lambda v, training: _integer(v, 1) or (training and _number(v) and (v == -1 or 0 < v < 1)),
@@ -105,7 +106,6 @@ VALUE_RULES: dict[str, tuple[Callable[[Any, bool], bool], str]] = {
     "close_mosaic": (lambda v, _: _integer(v, 0), "an integer >= 0 (0: mosaic to the end)"),
     "warmup_epochs": (lambda v, _: _number(v) and v >= 0, "a number >= 0"),
     "time": (lambda v, _: v is None or (_number(v) and v > 0), "a number of hours > 0"),
-    "nms_pre": (lambda v, _: _integer(v, 1), "an integer >= 1 (candidates per image that enter NMS)"),
     **{gain: (lambda v, _: _number(v) and v >= 0, "a loss gain >= 0") for gain in ("box", "cls", "dfl")},
 }
 
@@ -134,7 +134,8 @@ def check_device(device: Any) -> None:
 
 def check_values(args: dict[str, Any], training: bool) -> None:
     """Refuse bad values in one line before a mode starts: Ultralytics' own type and range checks (`check_cfg`, run
-    again when the mode starts), then `VALUE_RULES` and the device. `training`: train-only values are valid."""
+    again when the mode starts), then `VALUE_RULES`, UMOP's keys (`check_umop_args`) and the device. `training`:
+    train-only values are valid."""
     from ultralytics.cfg import check_cfg
 
     try:
@@ -146,6 +147,7 @@ def check_values(args: dict[str, Any], training: bool) -> None:
     for key, (valid, what) in VALUE_RULES.items():
         if key in args and not valid(args[key], training):
             raise UserInputError(f"{key}={args[key]!r} must be {what}")
+    check_umop_args(args)
     check_device(args.get("device"))
 
 

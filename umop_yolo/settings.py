@@ -7,20 +7,56 @@ first-class everywhere, including DDP workers, which import this package while u
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from umop_yolo import pfl
 from umop_yolo.errors import UserInputError
+from umop_yolo.pfl import SETTINGS_KEYS, PFLSettings
 
-# setting -> ProgressiveFocalLoss argument: the core owns their defaults, choices and invariants (`pfl.check_pfl`).
-PFL_KEYS = {"lrp": "levelwise", "pfl_gamma": "gamma", "pfl_delta": "delta", "pfl_w": "w",
-            "pfl_statistic": "statistic", "pfl_form": "form", "lrp_reduction": "reduction", "pfl_sync": "sync"}
-_PFL = {key: pfl.DEFAULTS[arg] for key, arg in PFL_KEYS.items()}
 
-# key: (default, help). Types and ranges are checked by `check_umop_args`.
+@dataclass(frozen=True)
+class ModelSettings:
+    """The UMOP settings a detection model's criterion and backbone read (YOLO and RetinaNet/ATSS alike), checked on
+    construction; the engine builds them once from Ultralytics' args (`engine.args_adapter.settings_from_args`).
+
+    umop: PFL/LRP as the classification loss (`pfl`); false: the detector's stock loss (YOLO: Ultralytics' BCE;
+        RetinaNet/ATSS: `pfl.focal_baseline()`).
+    backbone_weights: a ResNet backbone's weights in place of the model YAML's `backbone.pretrained` (None: the
+        YAML's; false: random init).
+    """
+
+    umop: bool = True
+    pfl: PFLSettings = field(default_factory=PFLSettings)
+    backbone_weights: str | PurePath | bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.umop, bool):
+            raise UserInputError(f"umop={self.umop!r} must be true or false")
+        weights = self.backbone_weights
+        if not (weights is None or weights is False or isinstance(weights, (str, PurePath))):
+            raise UserInputError(f"backbone_weights={weights!r} must be a .pth file, imagenet, or false (random init)")
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> ModelSettings:
+        """From UMOP settings keys (umop, backbone_weights and `pfl.SETTINGS_KEYS`); a key not given takes its
+        default, and an error message names the key."""
+        given = {key: values[key] for key in ("umop", "backbone_weights") if key in values}
+        return cls(**given, pfl=PFLSettings.from_settings(values))
+
+    @property
+    def classification(self) -> PFLSettings:
+        """The settings of a RetinaNet/ATSS classification loss: PFL/LRP (umop=true) or the focal baseline."""
+        return self.pfl if self.umop else self.pfl.focal_baseline()
+
+
+_PFL = {key: getattr(PFLSettings(), name) for key, name in SETTINGS_KEYS.items()}
+_MODEL = ModelSettings()
+
+# key: (default, help). Types and ranges are checked by `check_umop_args` (the model's keys by `ModelSettings`).
 UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
-    "umop": (True, "use progressive focal loss per level; false = the detector's stock classification loss"),
+    "umop": (_MODEL.umop, "use progressive focal loss per level; false = the detector's stock classification loss"),
     "lrp": (_PFL["lrp"], "level-wise resampling: one gamma/alpha per pyramid level (false = one shared over all "
                          "levels)"),
     "pfl_gamma": (_PFL["pfl_gamma"], "focusing parameter gamma at the centre of the clamp (Eq. 4)"),
@@ -53,9 +89,10 @@ UMOP_SETTINGS: dict[str, tuple[Any, str]] = {
     "ema": (True, "validate and save Ultralytics' EMA of the weights; false = the weights as trained (MMDetection)"),
     "save_best": (True, "best.pt is the epoch with the best val AP; false = the last epoch (what MMDetection and "
                         "papers report)"),
-    "backbone_weights": (None, "RetinaNet/ATSS ResNet backbone weights: a .pth file (torchvision or mmcv state dict), "
-                               "imagenet (torchvision's file from the torch hub cache, never downloaded) or false "
-                               "(random init); null = the model YAML's backbone.pretrained"),
+    "backbone_weights": (_MODEL.backbone_weights, "RetinaNet/ATSS ResNet backbone weights: a .pth file "
+                                                  "(torchvision or mmcv state dict), imagenet (torchvision's file "
+                                                  "from the torch hub cache, never downloaded) or false (random "
+                                                  "init); null = the model YAML's backbone.pretrained"),
     "level_log_interval": (10, "training steps per levels.csv row of each pyramid level (positive proportion, gamma, "
                                "alpha, cls loss: the window's mean and quartiles)"),
     "ddp_timeout": (600, "seconds a DDP rank on CPU (gloo) waits for the others in one collective; a rank lost "
@@ -99,21 +136,23 @@ def check_umop_args(args: Any) -> None:
     Keys not given take their defaults."""
     given = args if isinstance(args, dict) else vars(args)
     get = {**UMOP_DEFAULTS, "epochs": 100, **given}.get
-    for key in ("umop", "trust_checkpoint", "nesterov", "norm_bias_decay", "ema", "save_best"):
+    ModelSettings.from_settings(given)
+    for key in ("trust_checkpoint", "nesterov", "norm_bias_decay", "ema", "save_best"):
         if not isinstance(get(key), bool):
             raise UserInputError(f"{key}={get(key)!r} must be true or false")
-    pfl.check_pfl(**{arg: get(key) for key, arg in PFL_KEYS.items()}, names={arg: key for key, arg in PFL_KEYS.items()})
     if not _is_int(get("level_log_interval")) or get("level_log_interval") < 1:
         raise UserInputError(f"level_log_interval={get('level_log_interval')!r} must be an integer >= 1")
+    nms_pre = get("nms_pre")  # an integral float counts, as in Ultralytics' own checks
+    if isinstance(nms_pre, bool) or not isinstance(nms_pre, (int, float)) or not float(nms_pre).is_integer() \
+            or nms_pre < 1:
+        raise UserInputError(f"nms_pre={nms_pre!r} must be an integer >= 1 (candidates per image that enter NMS)")
     if isinstance(get("ddp_timeout"), bool) or not isinstance(get("ddp_timeout"), (int, float)) \
             or not get("ddp_timeout") > 0:
         raise UserInputError(f"ddp_timeout={get('ddp_timeout')!r} must be a number of seconds > 0")
     check_schedule(get("epochs"), get("lr_steps"), get("warmup_iters"), get("grad_clip"))
-    ratio, weights = get("warmup_ratio"), get("backbone_weights")
+    ratio = get("warmup_ratio")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
         raise UserInputError(f"warmup_ratio={ratio!r} must be a number in [0, 1) (0: Ultralytics' warmup)")
-    if not (weights is None or weights is False or isinstance(weights, (str, PurePath))):
-        raise UserInputError(f"backbone_weights={weights!r} must be a .pth file, imagenet, or false (random init)")
 
 
 def scaled_lr_steps(lr_steps: Any, epochs: Any, new_epochs: Any, source: str) -> Any:

@@ -14,24 +14,24 @@ selection, `nn.postprocess`); export returns y alone.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from ultralytics.nn.modules.head import Detect
-from ultralytics.utils import DEFAULT_CFG, LOGGER
+from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import intersect_dicts
 
+from umop_yolo.engine.args_adapter import settings_from_args
 from umop_yolo.engine.dense_criterion import DenseCriterion
 from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml, yolo_model_dict
-from umop_yolo.engine.loss import pfl_from_args
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn import FPN, AnchorGenerator, ChannelMapper, DeltaXYWHBoxCoder, ResNet
 from umop_yolo.nn.detectors import DETECTORS
 from umop_yolo.nn.postprocess import anchor_scores, decode_top_anchors, flat_levels
 from umop_yolo.nn.yolo_backbone import YOLOBackbone
+from umop_yolo.pfl import ProgressiveFocalLoss
 
 RESNET_STRIDES = [8, 16, 32]  # C3-C5
 
@@ -130,10 +130,10 @@ class DenseDetectionModel(UmopDetectionModel):
             LOGGER.info("")
 
     def init_criterion(self) -> DenseCriterion:
-        """Focal loss (umop=false) or UMOP's PFL/LRP (umop=true) as the classification term, from `self.args`."""
-        args = getattr(self, "args", DEFAULT_CFG)
-        args = SimpleNamespace(**args) if isinstance(args, dict) else args
-        pfl = pfl_from_args(args, focal_baseline=not args.umop)
+        """Focal loss (umop=false) or UMOP's PFL/LRP (umop=true) as the classification term, from `self.args`
+        (`ModelSettings.classification`), on the single-label path (MaxIoU and ATSS targets: one class per anchor)."""
+        settings = settings_from_args(getattr(self, "args", None))
+        pfl = ProgressiveFocalLoss(settings.classification, single_label=True)
         head, config = self.model[-1], dense_config(self.yaml)
         spec = DETECTORS[config["detector"]]
         loss = spec.loss(pfl, spec.assigner(**config["head"]["assigner"]), head.coder, head.nc,

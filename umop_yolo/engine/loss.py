@@ -20,20 +20,7 @@ from ultralytics.utils.loss import v8DetectionLoss
 
 from umop_yolo.distributed import reducing_ranks
 from umop_yolo.engine.criterion import LevelAssignment
-from umop_yolo.pfl import ProgressiveFocalLoss, level_sums
-from umop_yolo.settings import PFL_KEYS
-
-
-def pfl_from_args(args: Any, focal_baseline: bool = False) -> ProgressiveFocalLoss:
-    """The PFL/LRP core configured from trainer args (`pfl_*`, `lrp`, `lrp_reduction`: `settings.PFL_KEYS`).
-
-    `focal_baseline`: the focal loss RetinaNet/ATSS train with when umop=false, Eq. (3) with gamma = pfl_gamma and
-    alpha = pfl_w / pfl_gamma on every level (delta = 0); its other settings stay the core's defaults.
-    """
-    if focal_baseline:
-        return ProgressiveFocalLoss(gamma=args.pfl_gamma, delta=0.0, w=args.pfl_w, single_label=True)
-    settings = {arg: getattr(args, key) for key, arg in PFL_KEYS.items()}
-    return ProgressiveFocalLoss(**settings, single_label=True)  # TAL, MaxIoU and ATSS targets: one class per anchor
+from umop_yolo.pfl import PFLSettings, ProgressiveFocalLoss, level_sums
 
 
 class LevelwisePFL:
@@ -53,7 +40,7 @@ class LevelwisePFL:
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         scale = None  # "sum" (released): every level / the batch's target-score sum, which Ultralytics divides by
-        if self.pfl.reduction == "mean":  # Eq. (1): each level / its own target-score sum, times Ultralytics' divisor
+        if self.pfl.settings.reduction == "mean":  # Eq. (1): each level / its own target sum, x Ultralytics' divisor
             target_sum = level_sums(targets.detach().float(), self.level_sizes)
             normalizer = target_sum.sum().clamp_min(1.0)
             scale = self.pfl.level_weights(target_sum, normalizer) * normalizer
@@ -127,11 +114,13 @@ class LevelSplitDetectionLoss(v8DetectionLoss):
 
 
 class PFLDetectionLoss(LevelSplitDetectionLoss):
-    """`v8DetectionLoss` with the per-level progressive focal loss as its classification term."""
+    """`v8DetectionLoss` with the per-level progressive focal loss as its classification term, configured by `pfl`
+    (TaskAlignedAssigner targets: one class per anchor, so the single-label path)."""
 
-    def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, tal_topk: int = 10, tal_topk2: int | None = None, *,
+                 pfl: PFLSettings) -> None:
         super().__init__(model, tal_topk, tal_topk2)
-        self.bce = LevelwisePFL(pfl_from_args(model.args))
+        self.bce = LevelwisePFL(ProgressiveFocalLoss(pfl, single_label=True))
 
     def get_assigned_targets_and_loss(self, preds: dict[str, Any], batch: dict[str, Tensor], **assign_kwargs) -> tuple:
         """Ultralytics' terms, each divided by the target-score sum averaged over DDP ranks instead of this rank's."""

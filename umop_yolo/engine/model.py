@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss
 
+from umop_yolo.engine.args_adapter import settings_from_args
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.needs_umop import reduce_needing_umop
 from umop_yolo.engine.tta import predict_augment
@@ -21,7 +23,8 @@ class UmopDetectionModel(DetectionModel):
     """
 
     def init_criterion(self) -> Any:
-        loss_fn = PFLDetectionLoss if getattr(self.args, "umop", True) else LevelSplitDetectionLoss
+        settings = settings_from_args(self.args)
+        loss_fn = partial(PFLDetectionLoss, pfl=settings.pfl) if settings.umop else LevelSplitDetectionLoss
         if getattr(self.model[-1], "one2one_cv2", None) is not None:  # end-to-end heads (YOLO26, YOLOv10)
             return E2ELoss(self, loss_fn=loss_fn)
         return loss_fn(self)

@@ -27,14 +27,15 @@ def top_class(targets: Tensor) -> tuple[Tensor, Tensor]:
 
 def _negatives(x: Tensor, gamma: Tensor, log_w: Tensor, loss: Tensor, grad: Tensor) -> None:
     """Every entry of `x` scored as a negative (t = 0), written into `loss` and `grad`: loss w p^gamma softplus(x),
-    gradient w p^gamma (p + gamma softplus(x) (1 - p)), w = exp(log_w); one sigmoid, log and two exp (vectorised; no
-    log1p or fractional pow), finite for any x."""
+    gradient w p^gamma (p + gamma softplus(x) (1 - p)), w = exp(log_w); two sigmoids, one log and two exp (vectorised;
+    no log1p or fractional pow), finite for any x. 1 - p is sigmoid(-x): formed from p, it loses its digits as p nears
+    1, where softplus(x) is large (x ~ 14.7, gamma = 2.5: gradient within 1.6e-5 of float64's, 3.8e-6 with it)."""
     log_p = x.abs().sigmoid_().log_()  # log sigmoid(|x|), in [-log 2, 0]
     softplus = x.clamp_min(0).sub_(log_p)  # -log(1 - p)
     p = torch.exp(torch.sub(x, softplus, out=log_p), out=grad)
     weight = log_p.mul_(gamma).add_(log_w).exp_()  # w p^gamma
     torch.mul(weight, softplus, out=loss)
-    softplus.addcmul_(p, softplus, value=-1)  # softplus (1 - p)
+    softplus.mul_(x.neg().sigmoid_())  # softplus (1 - p)
     p.addcmul_(softplus, gamma).mul_(weight)
 
 
