@@ -129,6 +129,10 @@ def test_dense_heads_take_the_same_number_as_their_per_level_cap(tmp_path, monke
     assert set(columns) == {1 * 5}
     y, raw = model(x)
     assert head.nms_pre == 1000 and y.shape[-1] == raw["cls_logits"].shape[1]  # left as it was: every anchor kept
+    columns.clear()
+    torch.save({"model": model, "train_args": {}}, tmp_path / "best.pt")  # a training's final check validates a file
+    validate(data, tmp_path / "val", tmp_path / "best.pt", nms_pre=4)
+    assert set(columns) == {4 * 5}
 
 
 def test_the_default_is_the_documented_one_and_checkpoints_keep_theirs():

@@ -12,6 +12,7 @@ import torch
 from ultralytics.cfg import get_cfg, get_save_dir
 from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.resolve import SOURCE_KEY
@@ -67,9 +68,14 @@ class CocoDetectionValidator(DetectionValidator):
         self.coco_backend = default_backend()  # the COCOeval library that scored the last evaluation
 
     def get_model(self, model: Any, trainer: Any = None) -> Any:
-        """The model to validate, as the base class picks it; a RetinaNet/ATSS model as a view whose forward decodes
-        each level's `nms_pre` best (anchor, class) scores (the base class calls `model(img, augment=...)` alone)."""
-        return decoding_at(super().get_model(model, trainer), int(self.args.nms_pre))
+        """The model to validate, as the base class picks it, a checkpoint file loaded as its AutoBackend would (a
+        training's final check of best.pt); a RetinaNet/ATSS model as a view whose forward decodes each level's
+        `nms_pre` best (anchor, class) scores: the base class calls `model(img, augment=...)` alone."""
+        model = super().get_model(model, trainer)
+        weights = self.args.model if model is None else model
+        if trainer is None and isinstance(weights, (str, Path)) and str(weights).endswith(".pt"):
+            model = load_checkpoint(weights)[0]
+        return decoding_at(model, int(self.args.nms_pre))
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
