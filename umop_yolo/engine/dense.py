@@ -18,6 +18,7 @@ otherwise). Nothing changes the head after it is built.
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ class DenseDetectionModel(UmopDetectionModel):
             if "nc" in config.yaml:
                 LOGGER.info(f"Overriding model.yaml nc={config.yaml['nc']} with nc={nc}")
             config = config.with_nc(nc)
-        self._config, self.yaml = config, {**config.yaml, "channels": ch}
+        self._config, self.yaml = config, {**copy.deepcopy(config.yaml), "channels": ch}
         nc = config.nc
         backbone, neck, strides = build_features(config, ch)
         self.model = nn.Sequential(backbone, neck, build_head(config, nc, strides))
