@@ -6,7 +6,7 @@ import yaml
 
 from umop_yolo.cfg import MODELS_DIR
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.dense_schema import dense_config
+from umop_yolo.engine.dense_schema import merged_config
 from umop_yolo.nn.targets import padded_targets
 
 
@@ -31,7 +31,7 @@ def test_every_model_yaml_is_complete_and_matches_its_name():
     assert {f.stem.split("_")[0] for f in dense} == {"retinanet", "atss"}
     for f in dense:
         cfg = yaml.safe_load(f.read_text())
-        assert dense_config(cfg) == {**cfg, "backbone": cfg["backbone"], "neck": cfg["neck"], "head": cfg["head"]}, f
+        assert merged_config(cfg) == {**cfg, "backbone": cfg["backbone"], "neck": cfg["neck"], "head": cfg["head"]}, f
         assert cfg["detector"] == f.stem.split("_")[0]
         assert ("dcn" in f.stem) == bool(cfg["backbone"].get("dcn_stages")), f
         yolo = cfg["backbone"].get("yolo")  # atss_yolov8n.yaml: backbone {yolo: yolov8n.yaml}
@@ -40,9 +40,9 @@ def test_every_model_yaml_is_complete_and_matches_its_name():
 
 def test_unknown_keys_are_rejected_with_their_place():
     with pytest.raises(ValueError, match="head.anchors.octave"):
-        dense_config({"detector": "atss", "head": {"anchors": {"octave": 8}}})
+        merged_config({"detector": "atss", "head": {"anchors": {"octave": 8}}})
     with pytest.raises(ValueError, match="detector"):
-        dense_config({"detector": "fcos"})
+        merged_config({"detector": "fcos"})
 
 
 @pytest.mark.parametrize("detector, per_loc, keys", [("retinanet", 9, {"box_loss", "cls_loss"}),

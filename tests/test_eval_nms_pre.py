@@ -16,7 +16,7 @@ import umop_yolo.engine.model as umop_model
 from scenes import predict, validate, write_scenes
 from umop_yolo import help as umop_help
 from umop_yolo.cfg import mode_args
-from umop_yolo.engine.dense import DenseDetectionModel, DenseHead, set_nms_pre
+from umop_yolo.engine.dense import DenseDetectionModel, DenseHead
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.validator import CocoDetectionValidator, training_test_args
 from umop_yolo.errors import UserInputError
@@ -113,19 +113,26 @@ def test_dense_heads_take_the_same_number_as_their_per_level_cap(tmp_path, monke
                                  "head": {"feat_channels": 32, "stacked_convs": 1, "gn_groups": 8}}, verbose=False)
     model.names = {0: "red", 1: "green"}
     head = model.model[-1]
-    assert head.nms_pre == 1000  # the model YAML's test: nms_pre, until val or predict sets the setting's
-    set_nms_pre(AutoBackend(model=model, device=torch.device("cpu"), fuse=False, verbose=False), 3)
-    assert head.nms_pre == 3  # found through Ultralytics' AutoBackend
+    assert head.nms_pre == 1000  # the model YAML's test: nms_pre, the cap of a forward given none (export)
+    x = torch.rand(1, 3, 160, 160)
+    backend = AutoBackend(model=model.eval(), device=torch.device("cpu"), fuse=False, verbose=False)
+    assert backend(x, nms_pre=3)[0].shape[-1] == 3 * 5  # the argument passes through Ultralytics' AutoBackend
     columns = []
     real = DenseHead._inference
-    monkeypatch.setattr(DenseHead, "_inference", lambda self, p: columns.append(real(self, p).shape[-1]) or columns[-1]
-                        and real(self, p))
+    monkeypatch.setattr(DenseHead, "_inference", lambda self, *a: columns.append(real(self, *a).shape[-1])
+                        or columns[-1] and real(self, *a))
     data = write_scenes(tmp_path / "scenes")
     validate(data, tmp_path / "val", model.eval(), nms_pre=2)
     assert set(columns) == {2 * 5}  # 2 anchors on each of P3-P7 (P7 of a 160 px image has 2 x 1 or more)
     columns.clear()
     predict(tmp_path / "scenes" / "images" / "val", tmp_path / "pred", model, nms_pre=1, save=False, save_txt=False)
     assert set(columns) == {1 * 5}
+    y, raw = model(x)
+    assert head.nms_pre == 1000 and y.shape[-1] == raw["cls_logits"].shape[1]  # left as it was: every anchor kept
+    columns.clear()
+    torch.save({"model": model, "train_args": {}}, tmp_path / "best.pt")  # a training's final check validates a file
+    validate(data, tmp_path / "val", tmp_path / "best.pt", nms_pre=4)
+    assert set(columns) == {4 * 5}
 
 
 def test_the_default_is_the_documented_one_and_checkpoints_keep_theirs():

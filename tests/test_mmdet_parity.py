@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from umop_yolo.engine.dense import set_nms_pre
 from umop_yolo.engine.mmdet_import import mmdet_model
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.nn.postprocess import flat_levels
@@ -35,9 +34,8 @@ def as_input(image: torch.Tensor) -> torch.Tensor:
 
 def run(detector: str, checkpoint: str | None = None, nms_pre: int = 1000) -> list[tuple[torch.Tensor, dict]]:
     model, _ = mmdet_model(FIXTURES / (checkpoint or f"mmdet3_{detector}_r18.pth"))
-    set_nms_pre(model, nms_pre)
     with torch.no_grad():
-        return [model(as_input(image)) for image in golden(detector)["images"]]
+        return [model(as_input(image), nms_pre=nms_pre) for image in golden(detector)["images"]]
 
 
 @pytest.mark.parametrize("detector", DETECTORS)
@@ -56,7 +54,7 @@ def test_mmdet_raw_head_outputs_match(detector):
 def test_mmdet_final_detections_match(detector, nms_pre, tmp_path):
     ref, suffix = golden(detector), "" if nms_pre == 1000 else f"_nms_pre{nms_pre}"
     # the per-image cap of the `nms_pre` setting (MMYOLO's, not MMDetection's) out of the way: only the per-level
-    # one, set on the head in run(), is MMDetection's
+    # one, passed to the forward in run(), is MMDetection's
     validator = CocoDetectionValidator(save_dir=tmp_path, args={"conf": 0.0, "iou": 0.6, "max_det": 100,
                                                                  "nms_pre": 5 * 1000})
     validator.end2end = False

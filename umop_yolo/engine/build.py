@@ -9,7 +9,7 @@ from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 from umop_yolo.cfg import resolve_model
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml
+from umop_yolo.engine.dense_schema import DenseConfig, backbone_kind
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.errors import UserInputError
@@ -44,31 +44,33 @@ def has_resnet(spec: dict) -> bool:
     return "detector" in spec and backbone_kind(spec) == "resnet"
 
 
-def build_model(cfg: str | dict, nc: int | None = None, ch: int = 3, verbose: bool = True,
+def build_model(cfg: str | dict | DenseConfig, nc: int | None = None, ch: int = 3, verbose: bool = True,
                 backbone_weights: str | bool | None = None) -> DetectionModel:
     """Build the detection model a model YAML (path or dict) describes: a YOLO architecture, or with a top-level
-    `detector: retinanet | atss` key the paper's ResNet + FPN baselines.
+    `detector: retinanet | atss` key the paper's ResNet + FPN baselines (or a RetinaNet/ATSS config already checked).
 
-    `backbone_weights` replaces a ResNet backbone's `pretrained` (false: random init; None: the YAML's). Once built,
-    the model's YAML says `pretrained: null` and its backbone keeps only the file's name: the weights are in the model,
-    so a model rebuilt from a checkpoint's YAML never reads ImageNet weights again, and no path of this machine
-    travels in a checkpoint.
+    The YAML is read and checked as data once (`check_model_dict`), and a RetinaNet/ATSS model is built from the typed
+    config that check gives. `backbone_weights` replaces a ResNet backbone's `pretrained` (false: random init; None:
+    the YAML's). Once built, the model's YAML says `pretrained: null` and its backbone keeps only the file's name: the
+    weights are in the model, so a model rebuilt from a checkpoint's YAML never reads ImageNet weights again, and no
+    path of this machine travels in a checkpoint.
     """
-    if not isinstance(cfg, dict):
-        cfg = resolve_model(cfg)  # bare names of cfg/models/ (Ultralytics only knows its own YAMLs)
-    spec = model_spec(cfg)
-    check_model_dict(spec, "model YAML" if isinstance(cfg, dict) else f"model '{cfg}'")  # data, before any layer
-    if "detector" not in spec:
-        return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
-    if backbone_weights is not None and has_resnet(spec):
-        cfg = load_model_yaml(cfg)
-        cfg["backbone"] = {**(cfg.get("backbone") or {}), "pretrained": backbone_weights}
-    model = DenseDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+    if isinstance(cfg, DenseConfig):
+        config = cfg
+    else:
+        if not isinstance(cfg, dict):
+            cfg = resolve_model(cfg)  # bare names of cfg/models/ (Ultralytics only knows its own YAMLs)
+        config = check_model_dict(model_spec(cfg), "model YAML" if isinstance(cfg, dict) else f"model '{cfg}'")
+        if config is None:  # checked as data before any layer
+            return UmopDetectionModel(cfg, nc=nc, ch=ch, verbose=verbose)
+    resnet = config.backbone_kind == "resnet"
+    if backbone_weights is not None and resnet:
+        config = config.with_pretrained(backbone_weights)
+    model = DenseDetectionModel(config, nc=nc, ch=ch, verbose=verbose)
     backbone = model.yaml.get("backbone") or {}
-    if has_resnet(spec):
+    if resnet:
         backbone = {**backbone, "pretrained": None}
-        resnet = model.model[0]
-        resnet.weights_file = resnet.weights_file and Path(resnet.weights_file).name
+        model.model[0].weights_file = model.model[0].weights_file and Path(model.model[0].weights_file).name
     model.yaml["backbone"] = DenseBackboneSpec(backbone)
     return model
 
@@ -94,7 +96,7 @@ def check_weights_args(model: Any, backbone_weights: str | bool | None, pretrain
     elif not has_resnet(spec := model_spec(model)):
         elsewhere = f"model={model} has no ResNet backbone"
     else:
-        backbone = dense_config(spec)["backbone"]
+        backbone = check_model_dict(spec, f"model '{model}'").backbone
         return check_pretrained({**backbone, **({} if backbone_weights is None else {"pretrained": backbone_weights})})
     if backbone_weights is not None:
         raise UserInputError(f"backbone_weights={backbone_weights} applies to the ResNet backbone of a RetinaNet/ATSS "

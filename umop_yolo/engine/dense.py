@@ -9,10 +9,17 @@ satisfy the Detect contract: training forward returns a dict of flattened per-an
 returns (y, raw) with y = (B, 4 + nc, N) xywh pixel boxes, clipped to the input, and class scores: per level the
 `nms_pre` best (anchor, class) scores above `score_thr` (ATSS: then x centerness), the others zeroed (MMDetection 3.x's
 selection, `nn.postprocess`); export returns y alone.
+
+The per-level cap is an argument of the forward (`predict(x, nms_pre=...)`): umop's val and predict pass the `nms_pre`
+setting, the one number for both caps. A forward given none (export, whose traced graph keeps it, Ultralytics' own
+val/predict, a plain `model(x)`) uses the model YAML's `head.test.nms_pre` (MMDetection's 1000 unless it says
+otherwise). Nothing changes the head after it is built.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +31,12 @@ from ultralytics.utils.torch_utils import intersect_dicts
 
 from umop_yolo.engine.args_adapter import settings_from_args
 from umop_yolo.engine.dense_criterion import DenseCriterion
-from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml, yolo_model_dict
+from umop_yolo.engine.dense_schema import DenseConfig, yolo_model_dict
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.model_yaml_check import check_model_dict, dense_model_config
+from umop_yolo.engine.tta import predict_augment
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn import FPN, AnchorGenerator, ChannelMapper, DeltaXYWHBoxCoder, ResNet
-from umop_yolo.nn.detectors import DETECTORS
 from umop_yolo.nn.postprocess import anchor_scores, decode_top_anchors, flat_levels
 from umop_yolo.nn.yolo_backbone import YOLOBackbone
 from umop_yolo.pfl import ProgressiveFocalLoss
@@ -37,7 +45,10 @@ RESNET_STRIDES = [8, 16, 32]  # C3-C5
 
 
 class DenseHead(Detect):
-    """Ultralytics' Detect contract around a RetinaNet/ATSS head: anchors, decoding, per-level pre-NMS top-k."""
+    """Ultralytics' Detect contract around a RetinaNet/ATSS head: anchors, decoding, per-level pre-NMS top-k.
+
+    `nms_pre` and `score_thr` are the model YAML's `head.test` settings, set once here: `nms_pre` is the per-level cap
+    of a forward given none (export among them)."""
 
     def __init__(self, head: nn.Module, anchor_generator: AnchorGenerator, coder: DeltaXYWHBoxCoder,
                  nc: int, nms_pre: int = 1000, score_thr: float = 0.05) -> None:
@@ -65,37 +76,27 @@ class DenseHead(Detect):
             self.anchors, self.shape = self.anchor_generator(sizes, feats[0].device), sizes
         return self.anchors, self.anchor_generator.level_sizes(sizes)
 
-    def forward(self, feats: list[Tensor]) -> dict[str, Any] | Tensor | tuple[Tensor, dict[str, Any]]:
+    def forward(self, feats: list[Tensor], nms_pre: int | None = None
+                ) -> dict[str, Any] | Tensor | tuple[Tensor, dict[str, Any]]:
+        """Training: the per-anchor predictions; eval: (y, raw), decoded at `nms_pre` per level (None: the head's
+        own); export: y."""
         preds: dict[str, Any] = flat_levels(self.head(feats), self.anchor_generator.num_anchors)
         preds["feats"] = feats
         if self.training:
             return preds
-        y = self._inference(preds)
+        y = self._inference(preds, self.nms_pre if nms_pre is None else nms_pre)
         return y if self.export else (y, preds)
 
-    def _inference(self, preds: dict[str, Any]) -> Tensor:
+    def _inference(self, preds: dict[str, Any], nms_pre: int) -> Tensor:
         """(B, 4 + nc, N): per level the `nms_pre` best (anchor, class) scores, decoded and clipped to the input."""
         anchors, sizes = self.anchors_for(preds["feats"])
         probs, centerness = anchor_scores(preds)
         image_hw = torch._shape_as_tensor(preds["feats"][0])[-2:] * int(self.stride[0])  # traced: any input size
-        box, scores = decode_top_anchors(probs, preds["bbox_deltas"], anchors, sizes, self.coder, self.nms_pre,
+        box, scores = decode_top_anchors(probs, preds["bbox_deltas"], anchors, sizes, self.coder, nms_pre,
                                          self.score_thr, centerness, image_hw)
         if not self.xyxy:
             box = torch.cat([(box[..., :2] + box[..., 2:]) / 2, box[..., 2:] - box[..., :2]], -1)
         return torch.cat([box, scores], -1).transpose(1, 2)
-
-
-def set_nms_pre(model: nn.Module, nms_pre: int) -> None:
-    """Give every RetinaNet/ATSS head inside `model` (a model, or Ultralytics' AutoBackend around one) the per-level
-    cap of the `nms_pre` setting, so it is the one number for both caps; a YOLO head or an exported model (no
-    nn.Module) has no per-level cap to set."""
-    inner = getattr(model, "model", None)  # AutoBackend holds the model on its backend, not as a submodule
-    network = inner if isinstance(inner, nn.Module) else model
-    if not isinstance(network, nn.Module):
-        return
-    for module in network.modules():
-        if isinstance(module, DenseHead):
-            module.nms_pre = nms_pre
 
 
 class DenseDetectionModel(UmopDetectionModel):
@@ -103,20 +104,22 @@ class DenseDetectionModel(UmopDetectionModel):
 
     `self.model` = Sequential(backbone, neck, DenseHead), so Ultralytics' forward, trainer, EMA, validator,
     predictor, checkpointing and export treat it like a YOLO model. `load()` transfers weights by name and shape;
-    `fuse()` folds the backbone's BatchNorms into its convs.
+    `fuse()` folds the backbone's BatchNorms into its convs. `config` is the typed model YAML it was built from.
     """
 
-    def __init__(self, cfg: str | Path | dict = "atss_r50_fpn.yaml", ch: int = 3, nc: int | None = None,
-                 verbose: bool = True) -> None:
+    _config: DenseConfig | None = None  # unpickled from a checkpoint: derived again on first use (`config`)
+
+    def __init__(self, cfg: DenseConfig | str | Path | dict = "atss_r50_fpn.yaml", ch: int = 3,
+                 nc: int | None = None, verbose: bool = True) -> None:
+        """`cfg`: a checked config (`model_yaml_check.check_model_dict`), or a model YAML to check first."""
         nn.Module.__init__(self)  # DetectionModel.__init__ would run parse_model
-        self.yaml = load_model_yaml(cfg)
-        self.yaml["channels"] = ch
-        if nc and nc != self.yaml.get("nc"):
-            if "nc" in self.yaml:
-                LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
-            self.yaml["nc"] = nc
-        config = dense_config(self.yaml)
-        nc = config.get("nc", 80)
+        config = cfg if isinstance(cfg, DenseConfig) else dense_model_config(cfg)
+        if nc and nc != config.yaml.get("nc"):
+            if "nc" in config.yaml:
+                LOGGER.info(f"Overriding model.yaml nc={config.yaml['nc']} with nc={nc}")
+            config = config.with_nc(nc)
+        self._config, self.yaml = config, {**copy.deepcopy(config.yaml), "channels": ch}
+        nc = config.nc
         backbone, neck, strides = build_features(config, ch)
         self.model = nn.Sequential(backbone, neck, build_head(config, nc, strides))
         for i, m in enumerate(self.model):
@@ -134,11 +137,33 @@ class DenseDetectionModel(UmopDetectionModel):
         (`ModelSettings.classification`), on the single-label path (MaxIoU and ATSS targets: one class per anchor)."""
         settings = settings_from_args(getattr(self, "args", None))
         pfl = ProgressiveFocalLoss(settings.classification, single_label=True)
-        head, config = self.model[-1], dense_config(self.yaml)
-        spec = DETECTORS[config["detector"]]
-        loss = spec.loss(pfl, spec.assigner(**config["head"]["assigner"]), head.coder, head.nc,
-                         **config["head"]["loss"])
+        head, config = self.model[-1], self.config
+        loss = config.spec.loss(pfl, config.spec.assigner(**config.head["assigner"]), head.coder, head.nc,
+                                **config.head["loss"])
         return DenseCriterion(head, loss)
+
+    @property
+    def config(self) -> DenseConfig:
+        """The typed model config: the one it was built from, or for a model unpickled from a checkpoint (whose pickle
+        leaves it out) the config of its YAML, checked as data once, on first use."""
+        if self._config is None:
+            self._config = check_model_dict(self.yaml, "model YAML")
+        return self._config
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state, without the typed config: a checkpoint holds plain data and layers only."""
+        return {k: v for k, v in super().__getstate__().items() if k != "_config"}
+
+    def predict(self, x: Tensor, profile: bool = False, augment: bool = False, embed: list[int] | None = None,
+                nms_pre: int | None = None) -> Any:
+        """Ultralytics' inference forward (`model(x, ...)` calls it), with `nms_pre`, the per-level cap of the head's
+        eval decoding (None: the model YAML's `head.test.nms_pre`)."""
+        if augment:
+            return predict_augment(self, x, nms_pre=nms_pre)
+        if profile or embed:  # Ultralytics' layer loop: per-layer times or pooled features
+            return super().predict(x, profile, False, embed)
+        backbone, neck, head = self.model
+        return head(neck(backbone(x)), nms_pre)
 
     def load(self, weights: dict | nn.Module, verbose: bool = True) -> None:
         """Copy every tensor whose name and shape match; with another class count the classification conv keeps its
@@ -177,26 +202,39 @@ def report_backbone_weights(backbone: ResNet, pretrained: str | None) -> None:
                        "them (backbone_weights=<file.pth>, or false); nothing is downloaded")
 
 
-def build_features(config: dict, ch: int) -> tuple[nn.Module, nn.Module, list[int]]:
-    """Backbone, neck and the neck's output strides of a full config (see `dense_config`)."""
-    if backbone_kind(config) == "yolo":
-        backbone = YOLOBackbone(yolo_model_dict(config["backbone"]["yolo"]), ch)
-        neck, strides = ChannelMapper(backbone.out_channels, **config["neck"]), backbone.strides
+def build_features(config: DenseConfig, ch: int) -> tuple[nn.Module, nn.Module, list[int]]:
+    """Backbone, neck and the neck's output strides of a config."""
+    if config.backbone_kind == "yolo":
+        backbone = YOLOBackbone(yolo_model_dict(config.backbone["yolo"]), ch)
+        neck, strides = ChannelMapper(backbone.out_channels, **config.neck), backbone.strides
     else:
         if ch != 3:
             raise UserInputError(f"a ResNet backbone takes RGB input (ch=3), got ch={ch}")
-        backbone = ResNet(**config["backbone"])
-        report_backbone_weights(backbone, config["backbone"]["pretrained"])
-        neck, strides = FPN(backbone.out_channels, **config["neck"]), RESNET_STRIDES
-    extra = config["neck"]["num_outs"] - len(strides)  # P6, P7 ...: stride-2 convs
+        backbone = ResNet(**config.backbone)
+        report_backbone_weights(backbone, config.backbone["pretrained"])
+        neck, strides = FPN(backbone.out_channels, **config.neck), RESNET_STRIDES
+    extra = config.neck["num_outs"] - len(strides)  # P6, P7 ...: stride-2 convs
     return backbone, neck, [*strides, *(strides[-1] * 2 ** (i + 1) for i in range(extra))]
 
 
-def build_head(config: dict, nc: int, strides: list[int]) -> DenseHead:
-    """The DenseHead of a full config for a neck with these output strides: the detector's towers from the registry."""
-    spec, head = DETECTORS[config["detector"]], config["head"]
+def build_head(config: DenseConfig, nc: int, strides: list[int]) -> DenseHead:
+    """The DenseHead of a config for a neck with these output strides: the detector's towers from the registry."""
+    spec, head = config.spec, config.head
     anchors = AnchorGenerator(strides, **head["anchors"])
     settings = {**head, "num_levels": len(strides)}
-    tower = spec.head(nc=nc, num_anchors=anchors.num_anchors, in_channels=config["neck"]["out_channels"],
+    tower = spec.head(nc=nc, num_anchors=anchors.num_anchors, in_channels=config.neck["out_channels"],
                       **{k: settings[k] for k in spec.head_keys})
-    return DenseHead(tower, anchors, DeltaXYWHBoxCoder(**head["box_coder"]), nc, **head["test"])
+    return DenseHead(tower, anchors, DeltaXYWHBoxCoder(**head["box_coder"]), nc, config.test.nms_pre,
+                     config.test.score_thr)
+
+
+def decoding_at(model: Any, nms_pre: int) -> Any:
+    """`model` for a caller that runs `model(x, augment=...)` and passes nothing else (Ultralytics' validator): a
+    RetinaNet/ATSS model becomes a view of it (the same modules, parameters and criterion; the model itself is left as
+    it is) whose forward decodes at `nms_pre` per level; any other model is returned as it is."""
+    if not isinstance(model, DenseDetectionModel):
+        return model
+    view = object.__new__(type(model))
+    view.__dict__.update(model.__dict__)
+    view.forward = functools.partial(view.forward, nms_pre=nms_pre)
+    return view

@@ -16,11 +16,15 @@
       test: {nms_pre, score_thr}
 
 Every key but `detector` is optional; defaults are MMDetection's for that detector (see cfg/models/*.yaml).
+`merged_config` fills them in and rejects unknown keys; `model_yaml_check` then checks the values as data and turns
+the result into the typed `DenseConfig` the model is built from and keeps.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from ultralytics.utils import YAML
 
 from umop_yolo.cfg import MODELS_DIR, find_file, resolve_model
 from umop_yolo.errors import UserInputError
-from umop_yolo.nn.detectors import DETECTORS
+from umop_yolo.nn.detectors import DETECTORS, DetectorSpec
 
 BACKBONES: dict[str, dict[str, Any]] = {
     "resnet": {"depth": 50, "groups": 1, "base_width": 64, "frozen_stages": 1, "norm_eval": True, "dcn_stages": [],
@@ -58,8 +62,8 @@ def backbone_kind(cfg: dict) -> str:
     return "yolo" if "yolo" in (cfg.get("backbone") or {}) else "resnet"
 
 
-def dense_config(cfg: dict) -> dict:
-    """The full model config of a dense-detector YAML dict, defaults filled in and keys checked."""
+def merged_config(cfg: dict) -> dict:
+    """The full model config of a dense-detector YAML dict as a dict, defaults filled in and keys checked."""
     detector = cfg.get("detector")
     if detector not in DETECTORS:
         raise UserInputError(f"model YAML: detector={detector!r} must be one of {', '.join(DETECTORS)}")
@@ -71,6 +75,58 @@ def dense_config(cfg: dict) -> dict:
     return {**cfg, "backbone": merged(BACKBONES[kind], cfg.get("backbone"), "backbone"),
             "neck": merged(neck, cfg.get("neck"), "neck"),
             "head": merged(spec.defaults, cfg.get("head"), "head")}
+
+
+@dataclass(frozen=True)
+class DenseTest:
+    """`head.test`: the eval decoding's per-level cap and score threshold (MMDetection's `test_cfg`).
+
+    `nms_pre` is the cap of a forward that is given none: export and Ultralytics' own val/predict. umop's val and
+    predict pass the `nms_pre` setting instead (`DenseDetectionModel.predict`)."""
+
+    nms_pre: int
+    score_thr: float
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """A dense-detector model YAML, defaults filled in, checked as data (`model_yaml_check.check_model_dict` makes it).
+
+    `backbone`, `neck` and `head` are the YAML's sections (`head` without `test`), `yaml` the YAML as given (what the
+    model keeps and checkpoints save; not compared)."""
+
+    detector: str
+    nc: int
+    backbone: dict[str, Any]
+    neck: dict[str, Any]
+    head: dict[str, Any]
+    test: DenseTest
+    yaml: dict[str, Any] = field(compare=False, repr=False)
+
+    @classmethod
+    def from_merged(cls, merged: dict, yaml: dict) -> DenseConfig:
+        """The typed form of `merged_config(yaml)`, once its values are checked."""
+        head = {k: v for k, v in merged["head"].items() if k != "test"}
+        return cls(merged["detector"], merged.get("nc", 80), merged["backbone"], merged["neck"], head,
+                   DenseTest(**merged["head"]["test"]), copy.deepcopy(yaml))
+
+    @property
+    def spec(self) -> DetectorSpec:
+        return DETECTORS[self.detector]
+
+    @property
+    def backbone_kind(self) -> str:
+        return backbone_kind(self.yaml)
+
+    def with_nc(self, nc: int) -> DenseConfig:
+        """This config for `nc` classes (the YAML's `nc` too)."""
+        return dataclasses.replace(self, nc=nc, yaml={**self.yaml, "nc": nc})
+
+    def with_pretrained(self, pretrained: str | bool | None) -> DenseConfig:
+        """This config with the ResNet backbone's `pretrained` (ImageNet weights) replaced, in the YAML too."""
+        backbone = {**self.backbone, "pretrained": pretrained}
+        yaml = {**self.yaml, "backbone": {**(self.yaml.get("backbone") or {}), "pretrained": pretrained}}
+        return dataclasses.replace(self, backbone=backbone, yaml=yaml)
 
 
 def load_model_yaml(cfg: str | Path | dict) -> dict:

@@ -20,9 +20,10 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 
 from umop_yolo.engine.build import build_model, model_spec
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.dense_schema import dense_config
+from umop_yolo.engine.dense_schema import DenseConfig
 from umop_yolo.engine.mmdet_config import ConfigTextError, model_yaml, parse_config
 from umop_yolo.engine.mmdet_read import class_names, config_text, read_checkpoint, state_dict_of
+from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.engine.safe_pickle import CheckpointError
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn.backbone_weights import misfit
@@ -61,8 +62,8 @@ def _architecture(ckpt: dict, path: Path, architecture: str | dict | None) -> tu
     return model_yaml(parse_config(text, str(path)))
 
 
-def _class_count(state: dict, yaml: dict, detector: str) -> int:
-    anchors = dense_config(yaml)["head"]["anchors"]
+def _class_count(state: dict, config: DenseConfig, detector: str) -> int:
+    anchors = config.head["anchors"]
     per_location = len(anchors["ratios"]) * anchors["scales_per_octave"]
     return state[f"bbox_head.{HEAD_CLASSIFIERS[detector]}.weight"].shape[0] // per_location
 
@@ -82,8 +83,9 @@ def mmdet_model(file: str | Path, architecture: str | dict | None = None,
     if yaml["detector"] != detector:
         raise UserInputError(f"checkpoint '{path}' holds a {detector} head but the architecture is a "
                              f"{yaml['detector']}")
-    nc = _class_count(state, yaml, detector)
-    model = build_model({**yaml, "nc": nc}, nc=nc, verbose=verbose, backbone_weights=False)
+    config = check_model_dict(yaml, "model YAML")
+    nc = _class_count(state, config, detector)
+    model = build_model(config.with_nc(nc), nc=nc, verbose=verbose, backbone_weights=False)
     ours = to_dense_keys(state)
     if problem := misfit(ours, model.state_dict()):
         theirs = dict(zip(ours, state))

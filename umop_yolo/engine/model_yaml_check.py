@@ -14,17 +14,19 @@ checked. `check_model_dict` accepts only:
 * everywhere: an `activation` is `nn.Name(numbers)` with Name in `ACTIVATIONS`; numbers are finite and within
   `MAX_NUMBER` (nc and arguments), `MAX_REPEATS`, `MAX_MULTIPLE` (depth and width multiples).
 
-Anything else raises one line naming the file and the row (`backbone row 0`) or key.
+Anything else raises one line naming the file and the row (`backbone row 0`) or key. A RetinaNet/ATSS YAML that
+passes comes back as the typed `DenseConfig` its model is built from: a dense model is only built from a checked YAML.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+from pathlib import Path
 from typing import Any
 
 from umop_yolo.cfg import ConfigError
-from umop_yolo.engine.dense_schema import backbone_kind, dense_config, yolo_model_dict
+from umop_yolo.engine.dense_schema import DenseConfig, backbone_kind, load_model_yaml, merged_config, yolo_model_dict
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn.detectors import DETECTORS
 
@@ -163,8 +165,8 @@ def _check_yolo(spec: dict, source: str) -> None:
     _activations(spec, f"{source}: ")
 
 
-def _check_dense(spec: dict, source: str) -> None:
-    config = dense_config(spec)  # unknown keys, an unknown detector
+def _check_dense(spec: dict, source: str) -> DenseConfig:
+    config = merged_config(spec)  # unknown keys, an unknown detector
     head = DETECTORS[config["detector"]].defaults  # sections (dicts): backbone, neck, head and the head's own
     sections = {"backbone", "neck", "head", *(f"head.{k}" for k, v in head.items() if isinstance(v, dict))}
 
@@ -187,20 +189,33 @@ def _check_dense(spec: dict, source: str) -> None:
         try:
             yolo = yolo_model_dict(name)
         except UserInputError:  # not on this machine, or no YOLO YAML: building the model stops on it in one line
-            return
-        _check_yolo(yolo, f"{source}: backbone.yolo '{name}'")
+            yolo = None
+        if yolo is not None:
+            _check_yolo(yolo, f"{source}: backbone.yolo '{name}'")
+    return DenseConfig.from_merged(config, spec)
 
 
-def check_model_dict(spec: Any, source: str, error: type[UserInputError] = ConfigError) -> None:
+def check_model_dict(spec: Any, source: str, error: type[UserInputError] = ConfigError) -> DenseConfig | None:
     """Raise `error` (one line starting with `source`, naming the row or key) unless `spec` is a model YAML of
-    allowed layers and plain data; see the module docstring."""
+    allowed layers and plain data; see the module docstring. Returns the typed config of a RetinaNet/ATSS YAML, None
+    for a YOLO one."""
     try:
         if not isinstance(spec, dict):
             raise UserInputError(f"{source}: expected a mapping of keys, got {type(spec).__name__}")
         if "detector" in spec:
-            _check_dense(spec, source)
-        else:
-            _check_yolo(spec, source)
+            return _check_dense(spec, source)
+        _check_yolo(spec, source)
+        return None
     except UserInputError as e:  # dense_schema's own lines start "model YAML: "
         message = str(e) if str(e).startswith(source) else f"{source}: {str(e).removeprefix('model YAML: ')}"
         raise error(message) from None
+
+
+def dense_model_config(cfg: str | Path | dict) -> DenseConfig:
+    """The checked, typed config of a RetinaNet/ATSS model YAML given as a dict, a path or a bare name in cfg/models."""
+    spec = load_model_yaml(cfg)
+    config = check_model_dict(spec, "model YAML" if isinstance(cfg, dict) else f"model '{cfg}'")
+    if config is None:
+        raise ConfigError(f"model '{spec.get('yaml_file', cfg)}' has no `detector:` key: it is not a RetinaNet/ATSS "
+                          "model YAML")
+    return config

@@ -12,7 +12,7 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from ultralytics.utils import LOGGER, YAML
 
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.dense import set_nms_pre
+from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.eval.coco_json import CocoTarget, result_record
 from umop_yolo.nn.postprocess import keep_top_scores
@@ -73,10 +73,12 @@ class CocoDetectionPredictor(DetectionPredictor):
                 json.dump(self.jdict, f)
             LOGGER.info(f"{len(self.jdict)} detections saved to {path}")
 
-    def setup_model(self, model: Any, verbose: bool = True) -> None:
-        """Load the model as the base class does; RetinaNet/ATSS heads take the per-level cap of `nms_pre`."""
-        super().setup_model(model, verbose)
-        set_nms_pre(self.model, int(self.args.nms_pre))
+    def inference(self, im: Any, *args: Any, **kwargs: Any) -> Any:
+        """The base class's forward; a RetinaNet/ATSS model (PyTorch) decodes each level's `nms_pre` best (anchor,
+        class) scores. An exported model keeps the cap it was exported with."""
+        if isinstance(getattr(self.model, "model", None), DenseDetectionModel):  # AutoBackend holds it on its backend
+            kwargs["nms_pre"] = int(self.args.nms_pre)
+        return super().inference(im, *args, **kwargs)
 
     def postprocess(self, preds: Any, img: Any, orig_imgs: Any, **kwargs: Any) -> list[Results]:
         """NMS on each image's `nms_pre` best (box, class) scores and scaling as in the base class, then the COCO

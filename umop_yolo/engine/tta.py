@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +45,10 @@ def predict_augment(
     scales: Sequence[float] = (1.0, 0.83, 0.67),
     flips: Sequence[int | None] = (None, 3),
     stride: int | None = None,
+    **predict_args: Any,
 ) -> torch.Tensor:
-    """Run `model.predict` (one plain forward) on every scale x flip of `x` and merge the passes for NMS.
+    """Run `model.predict` (one plain forward, given `predict_args`) on every scale x flip of `x` and merge the passes
+    for NMS.
 
     `flips` entries are tensor dims to flip (3 = left-right, 2 = up-down, None = none). Scaled inputs are padded to
     a multiple of `stride` (default: the model's largest stride). Each pass must return `y` or `(y, raw)` with
@@ -58,7 +61,7 @@ def predict_augment(
     for scale in scales:
         for flip in flips:
             xi, sx, sy = _resize(x.flip(flip) if flip is not None else x, scale, stride)
-            y = model.predict(xi)
+            y = model.predict(xi, **predict_args)
             y = y[0] if isinstance(y, (tuple, list)) else y
             outputs.append(_boxes_to_input(y, sx, sy, flip, size))
     return torch.cat(outputs, -1)

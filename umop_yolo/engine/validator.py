@@ -12,11 +12,12 @@ import torch
 from ultralytics.cfg import get_cfg, get_save_dir
 from ultralytics.data.utils import img2label_paths
 from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
-from umop_yolo.engine.dense import set_nms_pre
+from umop_yolo.engine.dense import decoding_at
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
@@ -66,12 +67,21 @@ class CocoDetectionValidator(DetectionValidator):
         self.target: CocoTarget | None = None  # the data's `<split>_json`, if it has one; kept across epochs
         self.coco_backend = default_backend()  # the COCOeval library that scored the last evaluation
 
+    def get_model(self, model: Any, trainer: Any = None) -> Any:
+        """The model to validate, as the base class picks it, a checkpoint file loaded as its AutoBackend would (a
+        training's final check of best.pt); a RetinaNet/ATSS model as a view whose forward decodes each level's
+        `nms_pre` best (anchor, class) scores: the base class calls `model(img, augment=...)` alone."""
+        model = super().get_model(model, trainer)
+        weights = self.args.model if model is None else model
+        if trainer is None and isinstance(weights, (str, Path)) and str(weights).endswith(".pt"):
+            model = load_checkpoint(weights)[0]
+        return decoding_at(model, int(self.args.nms_pre))
+
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
         if not self.training and not self.args.single_cls:  # training builds the model from the data
             self._check_classes(model.names)
         super().init_metrics(model)
-        set_nms_pre(model, int(self.args.nms_pre))  # RetinaNet/ATSS: the per-level cap, before the head decodes
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
         self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
