@@ -16,6 +16,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
+from umop_yolo.engine import runtime
 from umop_yolo.engine.dense import set_nms_pre
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
@@ -56,6 +57,7 @@ class CocoDetectionValidator(DetectionValidator):
 
     def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks: dict | None = None) -> None:
         """Set up the validator with COCO-extended metrics; a standalone run's directory must be writable."""
+        runtime.register()
         if save_dir is None:  # as Ultralytics would choose it (training passes its own)
             save_dir = get_save_dir(get_cfg(overrides=args))
             check_writable(save_dir, "validation directory")
@@ -65,6 +67,11 @@ class CocoDetectionValidator(DetectionValidator):
         self.images: dict[str, dict] = {}  # image path -> its ground-truth image (`id`, `file_name`)
         self.target: CocoTarget | None = None  # the data's `<split>_json`, if it has one; kept across epochs
         self.coco_backend = default_backend()  # the COCOeval library that scored the last evaluation
+
+    def __call__(self, trainer: Any = None, model: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Ultralytics' validation, with its plotting font in place (its dataset check looks for it)."""
+        runtime.ensure_fonts()
+        return super().__call__(trainer, model, **kwargs)
 
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
