@@ -27,6 +27,7 @@ from umop_yolo.engine.dense_criterion import DenseCriterion
 from umop_yolo.engine.dense_schema import backbone_kind, dense_config, load_model_yaml, yolo_model_dict
 from umop_yolo.engine.loss import pfl_from_args
 from umop_yolo.engine.model import UmopDetectionModel
+from umop_yolo.engine.ultralytics_internals import skip_parent_init
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn import FPN, AnchorGenerator, ChannelMapper, DeltaXYWHBoxCoder, ResNet
 from umop_yolo.nn.detectors import DETECTORS
@@ -41,7 +42,7 @@ class DenseHead(Detect):
 
     def __init__(self, head: nn.Module, anchor_generator: AnchorGenerator, coder: DeltaXYWHBoxCoder,
                  nc: int, nms_pre: int = 1000, score_thr: float = 0.05) -> None:
-        nn.Module.__init__(self)  # Detect.__init__ would build YOLO branches
+        skip_parent_init(self)  # Detect.__init__ would build YOLO branches
         self.head, self.anchor_generator, self.coder = head, anchor_generator, coder
         self.nc, self.nl, self.reg_max, self.no = nc, len(anchor_generator.strides), 1, nc + 4
         self.stride = torch.tensor(anchor_generator.strides, dtype=torch.float32)
@@ -108,7 +109,7 @@ class DenseDetectionModel(UmopDetectionModel):
 
     def __init__(self, cfg: str | Path | dict = "atss_r50_fpn.yaml", ch: int = 3, nc: int | None = None,
                  verbose: bool = True) -> None:
-        nn.Module.__init__(self)  # DetectionModel.__init__ would run parse_model
+        skip_parent_init(self)  # DetectionModel.__init__ would run parse_model
         self.yaml = load_model_yaml(cfg)
         self.yaml["channels"] = ch
         if nc and nc != self.yaml.get("nc"):

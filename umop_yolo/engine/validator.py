@@ -16,7 +16,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
-from umop_yolo.engine import runtime
+from umop_yolo.engine import runtime, ultralytics_internals
 from umop_yolo.engine.dense import set_nms_pre
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
@@ -80,7 +80,7 @@ class CocoDetectionValidator(DetectionValidator):
         super().init_metrics(model)
         set_nms_pre(model, int(self.args.nms_pre))  # RetinaNet/ATSS: the per-level cap, before the head decodes
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
-        self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
+        ultralytics_internals.use_own_ground_truth(self)
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
         split = "val" if self.training else self.args.split or "val"  # training always validates on `val`
         if data_file(self.data, f"{split}_json") is None:
