@@ -187,7 +187,8 @@ class UmopTrainer(DetectionTrainer):
         self._ema = ema
 
     def optimizer_step(self) -> None:
-        """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none)."""
+        """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none): a copy of its code, whose
+        clip of 10 a call cannot change, pinned by `ultralytics_internals.COPIED_SOURCES`."""
         self.scaler.unscale_(self.optimizer)
         if self.args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.args.grad_clip)
