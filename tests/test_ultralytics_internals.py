@@ -23,6 +23,7 @@ from umop_yolo.engine.ultralytics_internals import (
     PRIVATE_MEMBERS,
     SKIPPED_INITS,
     Private,
+    replaced,
     retype,
 )
 from umop_yolo.engine.validator import CocoDetectionValidator
@@ -125,3 +126,13 @@ def test_retype_refuses_unrelated_classes():
     assert type(model) is UmopDetectionModel
     with pytest.raises(TypeError, match="cannot retype a UmopDetectionModel as Detect"):
         retype(model, Detect)
+
+
+def test_replaced_puts_the_originals_back_after_an_error():
+    class Owner:
+        load = "original"
+
+    with pytest.raises(RuntimeError), replaced(Owner, {"load": "stand-in"}):
+        assert Owner.load == "stand-in"
+        raise RuntimeError
+    assert Owner.load == "original"

@@ -188,8 +188,8 @@ def _cpu_ddp(trainer: Any) -> bool:
 @contextmanager
 def cpu_ddp_wrapper(trainer: Any) -> Iterator[None]:
     """Within this block (Ultralytics' `_setup_train`), a CPU model of a DDP rank can be wrapped in DDP."""
-    with replaced(torch.nn.parallel, {"DistributedDataParallel": _CpuDistributedDataParallel} if _cpu_ddp(trainer)
-                  else {}):
+    cpu = {"DistributedDataParallel": _CpuDistributedDataParallel}
+    with replaced(torch.nn.parallel, cpu if _cpu_ddp(trainer) else {}):
         yield
 
 

@@ -48,6 +48,8 @@ PRIVATE_MEMBERS: tuple[Private, ...] = (
             "replaced in a CPU DDP rank's final validation (`replaced`): it would ask for the rank's GPU"),
     Private("ultralytics.engine.validator", "AutoBackend", GLOBAL,
             "replaced in a CPU DDP rank's final validation (`replaced`): best.pt is loaded on the CPU"),
+    Private("torch.nn.parallel", "DistributedDataParallel", GLOBAL,
+            "replaced within Ultralytics' _setup_train in a CPU DDP rank (`replaced`): it passes device_ids=[None]"),
     Private(VALIDATOR, "is_custom_json", ATTRIBUTE,
             "set False by `use_own_ground_truth`: we score against our own COCO ground truth"),
     Private(VALIDATOR, "build_gdict", ATTRIBUTE,
