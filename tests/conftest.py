@@ -12,6 +12,13 @@ import pytest
 import torch
 from hypothesis import settings
 
+from umop_yolo import offline
+
+offline.configure()  # the tests run the package as its entry points do: offline, before Ultralytics is imported
+from umop_yolo.engine.runtime import register  # noqa: E402  (imports Ultralytics)
+
+register()  # the UMOP keys in Ultralytics' defaults, which tests that build models and losses directly read
+
 settings.register_profile("ci", derandomize=True, deadline=None)  # CI: the same examples every run, no flakes
 if os.environ.get("CI"):
     settings.load_profile("ci")

@@ -16,7 +16,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from umop_yolo.engine.predictor import CocoDetectionPredictor
 from umop_yolo.engine.trainer import UmopTrainer
 from umop_yolo.engine.validator import CocoDetectionValidator

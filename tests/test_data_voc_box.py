@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, draw_scene, validate
 from umop_yolo.data import convert_main, resolve_data
 from umop_yolo.errors import UserInputError

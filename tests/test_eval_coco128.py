@@ -13,7 +13,6 @@ from ultralytics.data.utils import check_det_dataset
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import YAML
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from conftest import COCO128
 from scenes import standalone_cocoeval
 from umop_yolo.engine.validator import CocoDetectionValidator

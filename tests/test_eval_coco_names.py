@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import yaml
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, draw_scene, predict, standalone_cocoeval, validate
 from umop_yolo.data import resolve_data
 from umop_yolo.eval.metrics import COCO_KEYS

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import train_on_scenes, write_scenes
 from umop_yolo.ablate.report import summarize
 from umop_yolo.ablate.runner import Run

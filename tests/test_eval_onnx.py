@@ -6,7 +6,6 @@ import pytest
 import torch
 from ultralytics.engine.exporter import Exporter
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from umop_yolo.engine.build import build_model
 
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from ultralytics.nn.tasks import DetectionModel
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, predict, write_scenes
 
 

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import validate, write_scenes
 from umop_yolo.engine.tta import predict_augment
 

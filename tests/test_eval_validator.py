@@ -15,7 +15,6 @@ import pytest
 import torch
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER
 
-import umop_yolo  # noqa: F401  (offline environment before Ultralytics is imported)
 from scenes import SCENES, ColorBoxDetector, standalone_cocoeval, validate, write_scenes
 from umop_yolo.engine.validator import CocoDetectionValidator
 from umop_yolo.errors import UserInputError

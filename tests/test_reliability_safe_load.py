@@ -269,22 +269,21 @@ subprocess.Popen.__init__ = _refuse_installs
 
 FRESH_LOAD = """
 import pickle, sys
-import umop_yolo
 from ultralytics.utils import checks
-print("AUTOINSTALL", checks.AUTOINSTALL)
 from umop_yolo.engine.api import UmopYOLO
 for trust in (False, True):
     try:
         UmopYOLO({path!r}, trust_checkpoint=trust)
     except ValueError as e:
         print("ERROR", e)
+print("AUTOINSTALL", checks.AUTOINSTALL)
 """
 
 
 @pytest.mark.slow
 def test_missing_module_never_triggers_an_install(tmp_path):
-    """In a fresh interpreter: importing umop_yolo turns Ultralytics' AUTOINSTALL off, and a checkpoint naming a
-    module that is not installed fails with one line, trusted or not, without running pip (or anything)."""
+    """In a fresh interpreter: `UmopYOLO` turns Ultralytics' AUTOINSTALL off, and a checkpoint naming a module that
+    is not installed fails with one line, trusted or not, without running pip (or anything)."""
     src = tmp_path / "src"
     src.mkdir()
     (src / "vanished_pkg_umop.py").write_text("import torch\nclass Layer(torch.nn.Module):\n    pass\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from umop_yolo import __version__
+from umop_yolo import __version__, offline
 from umop_yolo.cfg import ConfigError, mode_args
 from umop_yolo.errors import UserInputError
 from umop_yolo.help import USAGE, checks, guide, settings_in_force
@@ -132,15 +132,20 @@ def run(mode: str, argv: list[str]) -> Any:
         return OWN_KEYS[mode](overrides)
     if mode == "cfg":
         return print(settings_in_force(overrides))
+    from umop_yolo.engine.runtime import register
+
+    register()  # the UMOP keys in Ultralytics' defaults, which the modes check their arguments against
     own = {k: overrides.pop(k) for k in list(overrides)
            if k in MODE_KEYS.get(mode, ()) or (mode == "ablate" and ":" in k)}  # ablate's VARIANT:key=value
     return MODES[mode]({**mode_args(mode, overrides), **own})
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: errors in the user's input (`UserInputError`) print one line and exit with status 2;
-    any other exception is a bug and raises with its traceback."""
+    """Console entry point (`umop`, train.py, val.py); sets the offline environment first. Errors in the user's
+    input (`UserInputError`) print one line and exit with status 2; any other exception is a bug and raises with its
+    traceback."""
     argv = sys.argv[1:] if argv is None else argv
+    offline.configure()  # before anything imports Ultralytics, which reads these once
     try:
         if argv and argv[0] in TASKS:
             if argv[0] != "detect":

@@ -1,8 +1,11 @@
 """Keep Ultralytics off the network: no hub, settings sync, pip auto-install or font download at run time.
 
-Ultralytics reads these variables when it is first imported, so `umop_yolo/__init__.py` calls `configure()` before
-anything imports `ultralytics`. A user who wants Ultralytics' online behaviour back sets `YOLO_OFFLINE=0` and
-`YOLO_AUTOINSTALL=true` in the environment; we only fill in values that are not set.
+Ultralytics reads these variables when it is first imported, so the `umop` command (`umop_yolo.cli.main`) calls
+`configure()` before anything imports `ultralytics`; its DDP workers inherit them. Where Ultralytics is already imported
+(the library: `UmopYOLO`, the trainer ...), `umop_yolo.engine.runtime.register()` turns the same switches off in
+Ultralytics instead. A user who wants Ultralytics' online behaviour back sets `YOLO_OFFLINE=0` and
+`YOLO_AUTOINSTALL=true` in the environment; we only fill in values that are not set. Importing this module changes
+nothing.
 """
 
 from __future__ import annotations

@@ -143,12 +143,15 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     from ultralytics.utils.torch_utils import init_seeds, select_device
 
     from umop_yolo.data.resolve import resolve_data
+    from umop_yolo.engine import runtime
     from umop_yolo.engine.build import build_model
     from umop_yolo.engine.preflight import check_model_yaml
     from umop_yolo.settings import check_umop_args
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:
         raise UserInputError(f"batches={batches!r} must be an integer >= 1")
+    runtime.register()
+    runtime.ensure_fonts()  # Ultralytics' dataset check looks for its plotting font
     cfg = get_cfg(DEFAULT_CFG, args)
     check_umop_args(cfg)
     init_seeds(cfg.seed)

@@ -10,6 +10,7 @@ from ultralytics.engine.model import Model
 
 from umop_yolo.cfg import experiment_args, mode_args, resolve_model
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine import runtime
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.log_rewrite import rewritten_log, umop_commands
@@ -41,6 +42,7 @@ class UmopYOLO(Model):
     ) -> None:
         if not isinstance(trust_checkpoint, bool):
             raise UserInputError(f"trust_checkpoint={trust_checkpoint!r} must be true or false")
+        runtime.register()
         with checkpoint_loading(trust_checkpoint):
             super().__init__(model=resolve_model(str(model)), task=task, verbose=verbose)
         self.trust_checkpoint = trust_checkpoint

@@ -2,12 +2,12 @@
 
 Ultralytics reads every checkpoint (train `model=`/`pretrained=`, resume, val, predict, export, the final
 validation) through `ultralytics.nn.tasks.load_checkpoint` -> `torch_safe_load` -> the module-level `torch_load` of
-`ultralytics.nn.tasks`. `checkpoint_loading()` points that one name at `load_file` for the duration of a call from our
-entry points (`UmopTrainer`, `UmopYOLO`), and restores it afterwards; nothing is patched at import time. `load_file`
-loads with `torch.load(weights_only=True)` and the allowlist of `safe_pickle` unless the file is trusted
-(`trust_checkpoint=true`; never under ULTRALYTICS_SAFE_LOAD), and turns every failure into one `CheckpointError` line
-naming the file, so a missing module never reaches Ultralytics' pip auto-install. A YOLO model saved as Ultralytics'
-own `DetectionModel` (`engine.saving`) is a `UmopDetectionModel` again once loaded here.
+`ultralytics.nn.tasks`. `checkpoint_loading()` points that one name at `load_file` (`ultralytics_internals`) for the
+duration of a call from our entry points (`UmopTrainer`, `UmopYOLO`), and restores it afterwards; nothing is patched
+at import time. `load_file` loads with `torch.load(weights_only=True)` and the allowlist of `safe_pickle` unless the
+file is trusted (`trust_checkpoint=true`; never under ULTRALYTICS_SAFE_LOAD), and turns every failure into one
+`CheckpointError` line naming the file, so a missing module never reaches Ultralytics' pip auto-install. A YOLO model
+saved as Ultralytics' own `DetectionModel` (`engine.saving`) is a `UmopDetectionModel` again once loaded here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from ultralytics.nn.tasks import DetectionModel
 
-from umop_yolo.engine import safe_pickle
+from umop_yolo.engine import safe_pickle, ultralytics_internals
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.model_yaml_check import check_model_dict
 from umop_yolo.engine.safe_pickle import CheckpointError
@@ -78,7 +78,7 @@ def _as_umop_model(ckpt: dict) -> None:
         model = ckpt.get(key)
         if type(model) is DetectionModel and any(isinstance(a, dict) and "umop" in a
                                                  for a in (ckpt.get("train_args"), getattr(model, "args", None))):
-            model.__class__ = UmopDetectionModel
+            ultralytics_internals.retype(model, UmopDetectionModel)
 
 
 def load_file(path: str | Path, trusted: bool = False, map_location: Any = "cpu") -> dict:
@@ -135,11 +135,9 @@ def checkpoint_loading(trusted: bool = False) -> Iterator[None]:
     original; a thread inside no scope that loads meanwhile gets the restricted loader.
     """
     global _depth, _saved
-    from ultralytics.nn import tasks
-
     with _lock:
         if _depth == 0:
-            _saved, tasks.torch_load = tasks.torch_load, _routed_torch_load
+            _saved = ultralytics_internals.replace_torch_load(_routed_torch_load)
         _depth += 1
     modes = _scope.__dict__.setdefault("modes", [])
     modes.append(trusted)
@@ -150,4 +148,4 @@ def checkpoint_loading(trusted: bool = False) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                tasks.torch_load = _saved
+                ultralytics_internals.replace_torch_load(_saved)

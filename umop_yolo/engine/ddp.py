@@ -34,6 +34,7 @@ from ultralytics.utils.torch_utils import parse_device
 from umop_yolo.engine.preflight import check_resume_dir
 from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
 from umop_yolo.engine.saving import check_writable
+from umop_yolo.engine.ultralytics_internals import replaced
 from umop_yolo.errors import UserInputError
 
 LAUNCHER_LOCK = "UMOP_LAUNCHER_LOCK"  # the run directory whose lock the launching process holds for its workers
@@ -187,14 +188,9 @@ def _cpu_ddp(trainer: Any) -> bool:
 @contextmanager
 def cpu_ddp_wrapper(trainer: Any) -> Iterator[None]:
     """Within this block (Ultralytics' `_setup_train`), a CPU model of a DDP rank can be wrapped in DDP."""
-    parallel = torch.nn.parallel
-    saved = parallel.DistributedDataParallel
-    if _cpu_ddp(trainer):
-        parallel.DistributedDataParallel = _CpuDistributedDataParallel
-    try:
+    cpu = {"DistributedDataParallel": _CpuDistributedDataParallel}
+    with replaced(torch.nn.parallel, cpu if _cpu_ddp(trainer) else {}):
         yield
-    finally:
-        parallel.DistributedDataParallel = saved
 
 
 class _CurrentCpu:
@@ -211,16 +207,14 @@ def validation_on_cpu(trainer: Any) -> Iterator[None]:
     validation of best.pt), where it would take the rank's current GPU."""
     from ultralytics.engine import validator
 
-    saved = validator.get_torch_device_backend, validator.AutoBackend
-    if _cpu_ddp(trainer):
-        def on_cpu(*args: Any, **kwargs: Any) -> Any:
-            return saved[1](*args, **{**kwargs, "device": torch.device("cpu")})
+    auto_backend = validator.AutoBackend
 
-        validator.get_torch_device_backend, validator.AutoBackend = lambda device_type: _CurrentCpu, on_cpu
-    try:
+    def on_cpu(*args: Any, **kwargs: Any) -> Any:
+        return auto_backend(*args, **{**kwargs, "device": torch.device("cpu")})
+
+    cpu = {"get_torch_device_backend": lambda device_type: _CurrentCpu, "AutoBackend": on_cpu}
+    with replaced(validator, cpu if _cpu_ddp(trainer) else {}):
         yield
-    finally:
-        validator.get_torch_device_backend, validator.AutoBackend = saved
 
 
 @contextmanager

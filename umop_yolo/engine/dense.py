@@ -35,6 +35,7 @@ from umop_yolo.engine.dense_schema import DenseConfig, yolo_model_dict
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.model_yaml_check import check_model_dict, dense_model_config
 from umop_yolo.engine.tta import predict_augment
+from umop_yolo.engine.ultralytics_internals import skip_parent_init
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn import FPN, AnchorGenerator, ChannelMapper, DeltaXYWHBoxCoder, ResNet
 from umop_yolo.nn.postprocess import anchor_scores, decode_top_anchors, flat_levels
@@ -52,7 +53,7 @@ class DenseHead(Detect):
 
     def __init__(self, head: nn.Module, anchor_generator: AnchorGenerator, coder: DeltaXYWHBoxCoder,
                  nc: int, nms_pre: int = 1000, score_thr: float = 0.05) -> None:
-        nn.Module.__init__(self)  # Detect.__init__ would build YOLO branches
+        skip_parent_init(self)  # Detect.__init__ would build YOLO branches
         self.head, self.anchor_generator, self.coder = head, anchor_generator, coder
         self.nc, self.nl, self.reg_max, self.no = nc, len(anchor_generator.strides), 1, nc + 4
         self.stride = torch.tensor(anchor_generator.strides, dtype=torch.float32)
@@ -112,7 +113,7 @@ class DenseDetectionModel(UmopDetectionModel):
     def __init__(self, cfg: DenseConfig | str | Path | dict = "atss_r50_fpn.yaml", ch: int = 3,
                  nc: int | None = None, verbose: bool = True) -> None:
         """`cfg`: a checked config (`model_yaml_check.check_model_dict`), or a model YAML to check first."""
-        nn.Module.__init__(self)  # DetectionModel.__init__ would run parse_model
+        skip_parent_init(self)  # DetectionModel.__init__ would run parse_model
         config = cfg if isinstance(cfg, DenseConfig) else dense_model_config(cfg)
         if nc and nc != config.yaml.get("nc"):
             if "nc" in config.yaml:

@@ -9,9 +9,10 @@ from typing import Any
 
 from ultralytics.engine.results import Results
 from ultralytics.models.yolo.detect import DetectionPredictor
-from ultralytics.utils import LOGGER, YAML
+from ultralytics.utils import DEFAULT_CFG, LOGGER, YAML
 
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine import runtime
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.eval.coco_json import CocoTarget, result_record
@@ -58,11 +59,16 @@ class CocoDetectionPredictor(DetectionPredictor):
     pycocotools.
     """
 
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
+        runtime.register()
+        super().__init__(cfg, overrides, _callbacks)
+
     def stream_inference(self, source: Any = None, model: Any = None, *args: Any, **kwargs: Any) -> Iterator[Results]:
         """Run the base predictor, collecting COCO records, and write them once the source is exhausted. A directory
         that cannot be written stops in one line first (cv2 would skip every image without a word)."""
         if self.args.save or self.args.save_txt or self.args.save_json:
             check_writable(self.save_dir, "prediction directory")
+        runtime.ensure_fonts()  # Ultralytics' image plots look for it
         self.jdict: list[dict[str, Any]] = []
         self.target = data_target(self.args.data) if self.args.save_json else None
         yield from super().stream_inference(source, model, *args, **kwargs)

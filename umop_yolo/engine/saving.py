@@ -23,6 +23,7 @@ from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
 from umop_yolo.atomic import replace_file, write_text_atomic
+from umop_yolo.engine import ultralytics_internals
 from umop_yolo.engine.log_rewrite import rewritten_log
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.errors import UserInputError
@@ -100,11 +101,11 @@ def saved_as_ultralytics(model: nn.Module) -> Iterator[None]:
     in one line that umop_yolo is needed (`engine.needs_umop`)."""
     cls = type(model)
     if cls is UmopDetectionModel:
-        model.__class__ = DetectionModel
+        ultralytics_internals.retype(model, DetectionModel)
     try:
         yield
     finally:
-        model.__class__ = cls
+        ultralytics_internals.retype(model, cls)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from ultralytics.utils.torch_utils import ModelEMA, unwrap_model
 
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.valid_region import record_valid_regions
-from umop_yolo.engine import ddp
+from umop_yolo.engine import ddp, runtime
 from umop_yolo.engine.build import build_model, check_weights_args
 from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
@@ -56,6 +56,8 @@ class UmopTrainer(DetectionTrainer):
     """DetectionTrainer for UMOP: our model classes, validated UMOP settings, per-level gamma/alpha in results.csv."""
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None) -> None:
+        runtime.register()  # also in DDP workers, which build the trainer from a pickled copy
+        cfg = runtime.with_umop_defaults(cfg)
         args = {**cfg2dict(cfg), **(overrides or {})}
         check_umop_args(args)  # before any run directory is created, and before an existing one is touched:
         self.trust_checkpoint = args.get("trust_checkpoint", False)
@@ -113,6 +115,7 @@ class UmopTrainer(DetectionTrainer):
     def get_dataset(self) -> dict:
         """Resolve built-in names, generated and non-YOLO datasets to a YOLO data YAML first."""
         self.args.data = resolve_data(self.args.data)
+        runtime.ensure_fonts()  # Ultralytics' dataset check looks for its plotting font
         return super().get_dataset()
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
@@ -184,7 +187,8 @@ class UmopTrainer(DetectionTrainer):
         self._ema = ema
 
     def optimizer_step(self) -> None:
-        """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none)."""
+        """Ultralytics' step with a configurable gradient-norm clip (`grad_clip`, 0 = none): a copy of its code, whose
+        clip of 10 a call cannot change, pinned by `ultralytics_internals.COPIED_SOURCES`."""
         self.scaler.unscale_(self.optimizer)
         if self.args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.args.grad_clip)

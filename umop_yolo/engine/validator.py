@@ -17,6 +17,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, nms, ops
 
 from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
+from umop_yolo.engine import runtime, ultralytics_internals
 from umop_yolo.engine.dense import decoding_at
 from umop_yolo.engine.saving import check_writable
 from umop_yolo.errors import UserInputError
@@ -57,6 +58,7 @@ class CocoDetectionValidator(DetectionValidator):
 
     def __init__(self, dataloader=None, save_dir=None, args=None, _callbacks: dict | None = None) -> None:
         """Set up the validator with COCO-extended metrics; a standalone run's directory must be writable."""
+        runtime.register()
         if save_dir is None:  # as Ultralytics would choose it (training passes its own)
             save_dir = get_save_dir(get_cfg(overrides=args))
             check_writable(save_dir, "validation directory")
@@ -77,13 +79,18 @@ class CocoDetectionValidator(DetectionValidator):
             model = load_checkpoint(weights)[0]
         return decoding_at(model, int(self.args.nms_pre))
 
+    def __call__(self, trainer: Any = None, model: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Ultralytics' validation, with its plotting font in place (its dataset check looks for it)."""
+        runtime.ensure_fonts()
+        return super().__call__(trainer, model, **kwargs)
+
     def init_metrics(self, model: torch.nn.Module) -> None:
         """Map this dataset's images and classes to ground-truth ids, and collect every prediction for COCOeval."""
         if not self.training and not self.args.single_cls:  # training builds the model from the data
             self._check_classes(model.names)
         super().init_metrics(model)
         self.args.save_json = True  # pred_to_json runs for every image; standalone runs save predictions.json
-        self.is_custom_json, self.build_gdict, self.gdict = False, False, None  # we build our own ground truth
+        ultralytics_internals.use_own_ground_truth(self)
         im_files = [lb["im_file"] for lb in self.dataloader.dataset.labels]
         split = "val" if self.training else self.args.split or "val"  # training always validates on `val`
         if data_file(self.data, f"{split}_json") is None:
