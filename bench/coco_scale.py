@@ -150,7 +150,7 @@ def _level_stats(n: int) -> list[dict]:
 
 
 def levels(pool: list[dict], out: Path, steps_per_epoch: int, step_ms: float) -> dict:
-    from umop_yolo.engine.level_stats import LevelRecorder
+    from umop_yolo.engine.levels.level_stats import LevelRecorder
     from umop_yolo.settings import UMOP_DEFAULTS
 
     csv = out / "run" / "levels.csv"
@@ -168,7 +168,7 @@ def levels(pool: list[dict], out: Path, steps_per_epoch: int, step_ms: float) ->
 
 
 def plots(out: Path) -> dict:
-    from umop_yolo.engine.level_plots import plot_run
+    from umop_yolo.engine.levels.level_plots import plot_run
 
     return {"pngs": len(plot_run(out / "run"))}
 
@@ -181,7 +181,7 @@ def _warm() -> None:
 
     import umop_yolo.data.check  # noqa: F401
     import umop_yolo.data.convert  # noqa: F401
-    import umop_yolo.engine.level_plots  # noqa: F401
+    import umop_yolo.engine.levels.level_plots  # noqa: F401
     import umop_yolo.eval.coco_eval  # noqa: F401
 
 

@@ -29,7 +29,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
 import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
-from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats
+from umop_yolo.engine.levels.level_stats import LevelRecorder, criterion_stats
 from umop_yolo.engine.model import UmopDetectionModel
 
 

@@ -9,7 +9,7 @@ from umop_yolo import cli
 from umop_yolo import help as umop_help
 from umop_yolo.cfg import CFG_DIR, REPO_ROOT, ConfigError, experiment_args
 from umop_yolo.cli import main, parse_args
-from umop_yolo.engine.safe_pickle import CheckpointError
+from umop_yolo.engine.run.safe_pickle import CheckpointError
 from umop_yolo.errors import InputNotFoundError, UserInputError
 from umop_yolo.settings import UMOP_SETTINGS
 

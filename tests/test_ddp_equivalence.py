@@ -60,7 +60,7 @@ def train_steps(cfg: str, rank: int = 0, world: int = 1) -> dict:
     from ultralytics.utils import DEFAULT_CFG_DICT
 
     from umop_yolo.engine.build import build_model
-    from umop_yolo.engine.level_stats import criterion_stats
+    from umop_yolo.engine.levels.level_stats import criterion_stats
 
     torch.manual_seed(0)
     model = build_model(cfg, nc=3, verbose=False, backbone_weights=False)

@@ -33,7 +33,7 @@ def rank_stats(rank: int, step: int) -> dict:
 def _worker(rank: int, port: int, path: str, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=30))
-    from umop_yolo.engine.level_stats import LevelRecorder
+    from umop_yolo.engine.levels.level_stats import LevelRecorder
 
     calls = []
     all_reduce = dist.all_reduce

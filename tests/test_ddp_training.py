@@ -47,7 +47,7 @@ def test_ultralytics_launcher_trains_on_cpu_holding_the_lock(tiny_shapes, tmp_pa
     marker = tmp_path / "lock_seen_by_rank_0"
     script = (
         "from umop_yolo.cli import parse_args\n"
-        "from umop_yolo.engine.run_lock import RunLock, RunDirectoryInUseError\n"
+        "from umop_yolo.engine.run.run_lock import RunLock, RunDirectoryInUseError\n"
         "from umop_yolo.engine.trainer import UmopTrainer\n"
         "def probe(trainer):  # in the workers\n"
         "    from ultralytics.utils import RANK\n"

@@ -11,8 +11,8 @@ from ultralytics.utils.callbacks import base
 
 from conftest import read_csv
 from umop_yolo.cli import run
-from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel
+from umop_yolo.engine.run.checkpoint import load_file
 from umop_yolo.nn.yolo_backbone import YOLOBackbone
 
 pytestmark = pytest.mark.slow  # every test trains

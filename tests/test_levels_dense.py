@@ -10,7 +10,7 @@ import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from conftest import tiny_batch
 from umop_yolo.diagnostics.analyze import analyze_levels
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.level_stats import LevelRecorder, criterion_stats, level_names
+from umop_yolo.engine.levels.level_stats import LevelRecorder, criterion_stats, level_names
 
 TINY = {"backbone": {"depth": 18, "pretrained": None}, "neck": {"out_channels": 16},
         "head": {"feat_channels": 16, "stacked_convs": 1}}

@@ -7,8 +7,13 @@ import importlib
 import pytest
 
 from conftest import read_csv
-from umop_yolo.engine import level_plots
-from umop_yolo.engine.level_plots import CLS_LOSS_PNG, GAMMA_ALPHA_PNG, POS_RATIO_PNG, plot_results_without_levels
+from umop_yolo.engine.levels import level_plots
+from umop_yolo.engine.levels.level_plots import (
+    CLS_LOSS_PNG,
+    GAMMA_ALPHA_PNG,
+    POS_RATIO_PNG,
+    plot_results_without_levels,
+)
 from umop_yolo.engine.trainer import UmopTrainer
 
 LEVELS = ("P3", "P4", "P5")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from umop_yolo.engine.level_stats import CSV_COLUMNS, LevelRecorder, step_values
+from umop_yolo.engine.levels.level_stats import CSV_COLUMNS, LevelRecorder, step_values
 
 NAMES = ["P3", "P4", "P5"]
 SAMPLES = torch.tensor([512.0, 128.0, 32.0])
@@ -160,6 +160,6 @@ def test_steps_without_positives_on_a_level_leave_its_gamma_alpha_out_of_the_mea
     assert float(p5[1]["gamma"]) == pytest.approx(2.5) and float(p5[0]["cls_loss"]) == pytest.approx(200.0)
     assert summary["pfl/gamma_P5"] == pytest.approx(2.5) and summary["pfl/alpha_P5"] == pytest.approx(0.2)
     assert summary["pfl/gamma_P3"] == pytest.approx(1.5 + 0.1 * 2.5)  # levels with positives: every step counts
-    from umop_yolo.engine.level_plots import GAMMA_ALPHA_PNG, plot_run
+    from umop_yolo.engine.levels.level_plots import GAMMA_ALPHA_PNG, plot_run
 
     assert tmp_path / GAMMA_ALPHA_PNG in plot_run(tmp_path)  # drawn with the gap, not left out

@@ -14,7 +14,7 @@ from umop_yolo.engine.mmdet_config import ConfigTextError, model_yaml, parse_con
 from umop_yolo.engine.mmdet_import import mmdet_model
 from umop_yolo.engine.mmdet_read import RecordedAttribute, RecordedObject, read_checkpoint
 from umop_yolo.engine.model_yaml_check import check_model_dict
-from umop_yolo.engine.safe_pickle import CheckpointError, UnsafeCheckpointError
+from umop_yolo.engine.run.safe_pickle import CheckpointError, UnsafeCheckpointError
 from umop_yolo.errors import UserInputError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

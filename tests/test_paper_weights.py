@@ -141,7 +141,7 @@ def test_a_model_from_a_checkpoint_never_reads_imagenet_weights(r18_file, hub, t
 
 
 def test_checkpoint_train_args_name_the_weights_file_without_its_folder(r18_file, tmp_path):
-    from umop_yolo.engine.saving import weights_file_names_only
+    from umop_yolo.engine.run.saving import weights_file_names_only
 
     args = SimpleNamespace(backbone_weights=str(r18_file), data="/some/data.yaml")
     with weights_file_names_only(args):

@@ -15,10 +15,10 @@ from test_reliability_inputs import yolo_dataset
 from conftest import tiny_train_args
 from umop_yolo.cfg import check_values
 from umop_yolo.cli import main
-from umop_yolo.engine import safe_pickle
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.checkpoint import load_file
-from umop_yolo.engine.saving import DiskFullError, atomic_weights, kept_on_full_disk
+from umop_yolo.engine.run import safe_pickle
+from umop_yolo.engine.run.checkpoint import load_file
+from umop_yolo.engine.run.saving import DiskFullError, atomic_weights, kept_on_full_disk
 from umop_yolo.errors import UserInputError
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import tiny_train_args
 from umop_yolo.cfg import experiment_args
 from umop_yolo.cli import main, parse_args
-from umop_yolo.engine.divergence import FACTOR, PATIENCE, WARM_STEPS, DivergenceError, DivergenceMonitor
+from umop_yolo.engine.run.divergence import FACTOR, PATIENCE, WARM_STEPS, DivergenceError, DivergenceMonitor
 from umop_yolo.engine.trainer import UmopTrainer
 
 # 4 optimizer steps per epoch (16 images, batch 4, no gradient accumulation), the full lr from the first step

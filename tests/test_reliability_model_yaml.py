@@ -21,10 +21,10 @@ from umop_yolo.cfg import MODELS_DIR, ConfigError
 from umop_yolo.cli import main
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense_schema import load_model_yaml
 from umop_yolo.engine.model_yaml_check import check_model_dict
-from umop_yolo.engine.safe_pickle import UnsafeCheckpointError
+from umop_yolo.engine.run.checkpoint import load_file
+from umop_yolo.engine.run.safe_pickle import UnsafeCheckpointError
 from umop_yolo.errors import UserInputError
 from umop_yolo.settings import UMOP_DEFAULTS
 

@@ -28,11 +28,11 @@ from umop_yolo.cli import run
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.checkpoint import load_file
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.needs_umop import NEEDS_UMOP_YOLO
-from umop_yolo.engine.saving import saved_as_ultralytics
+from umop_yolo.engine.run.checkpoint import load_file
+from umop_yolo.engine.run.saving import saved_as_ultralytics
 from umop_yolo.errors import UserInputError
 
 NO_UMOP = """

@@ -15,7 +15,7 @@ import torch
 
 from conftest import tiny_train_args
 from umop_yolo.cli import main, run
-from umop_yolo.engine.saving import PARTIAL_PREFIX, atomic_weights, trim_epochs
+from umop_yolo.engine.run.saving import PARTIAL_PREFIX, atomic_weights, trim_epochs
 
 UMOP = {"pfl_delta": 0.3, "pfl_statistic": "paper", "lrp_reduction": "mean", "pfl_w": 0.4}
 

@@ -13,12 +13,12 @@ import pytest
 
 from conftest import tiny_train_args
 from umop_yolo.cli import main
-from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
-from umop_yolo.engine.saving import PARTIAL_PREFIX, atomic_weights
+from umop_yolo.engine.run.run_lock import RunDirectoryInUseError, RunLock
+from umop_yolo.engine.run.saving import PARTIAL_PREFIX, atomic_weights
 
 HOLD_LOCK = """
 import sys, time
-from umop_yolo.engine.run_lock import RunLock
+from umop_yolo.engine.run.run_lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)

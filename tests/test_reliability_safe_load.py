@@ -1,8 +1,8 @@
 """Safe checkpoint loading and no install at run time.
 
 Checkpoints are pickles: unpickling can call anything the file names. Every load from our entry points goes through
-torch's weights-only unpickler with our allowlist (`umop_yolo.engine.safe_pickle`) unless trust_checkpoint=true, also
-under ULTRALYTICS_SAFE_LOAD=1, and a missing module is an error, never a pip install.
+torch's weights-only unpickler with our allowlist (`umop_yolo.engine.run.safe_pickle`) unless trust_checkpoint=true,
+also under ULTRALYTICS_SAFE_LOAD=1, and a missing module is an error, never a pip install.
 """
 
 import collections
@@ -27,9 +27,9 @@ from umop_yolo.cfg import MODELS_DIR
 from umop_yolo.cli import main, run
 from umop_yolo.engine.api import UmopYOLO
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.checkpoint import CheckpointError, checkpoint_loading, load_file
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.safe_pickle import MissingGlobalError, UnsafeCheckpointError
+from umop_yolo.engine.run.checkpoint import CheckpointError, checkpoint_loading, load_file
+from umop_yolo.engine.run.safe_pickle import MissingGlobalError, UnsafeCheckpointError
 
 
 class RunsCommand:

@@ -3,7 +3,7 @@ results.csv written in another order keeps it."""
 
 from ultralytics.utils.metrics import DetMetrics
 
-from umop_yolo.engine.saving import results_row
+from umop_yolo.engine.run.saving import results_row
 from umop_yolo.eval.metrics import COCO_KEYS, CocoDetMetrics
 
 TRAIN = ["train/box_loss", "train/cls_loss", "train/dfl_loss"]

@@ -15,8 +15,8 @@ from conftest import read_csv, tiny_batch
 from umop_yolo.cfg import CFG_DIR, DATA_DIR, load_yaml, mode_args
 from umop_yolo.cli import main
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.level_plots import CLS_LOSS_PNG, GAMMA_ALPHA_PNG, POS_RATIO_PNG, plot_run
-from umop_yolo.engine.level_stats import BRANCH_COLUMNS, CSV_COLUMNS, LevelRecorder, branch_stats, o2m_weight
+from umop_yolo.engine.levels.level_plots import CLS_LOSS_PNG, GAMMA_ALPHA_PNG, POS_RATIO_PNG, plot_run
+from umop_yolo.engine.levels.level_stats import BRANCH_COLUMNS, CSV_COLUMNS, LevelRecorder, branch_stats, o2m_weight
 from umop_yolo.engine.trainer import UmopTrainer
 
 LEVELS = ["P3", "P4", "P5"]

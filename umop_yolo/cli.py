@@ -82,7 +82,7 @@ def analyze(args: dict[str, Any]) -> Any:
 
 
 def plots(args: dict[str, Any]) -> Any:
-    from umop_yolo.engine.level_plots import plot_run
+    from umop_yolo.engine.levels.level_plots import plot_run
 
     if set(args) != {"run"}:
         raise ConfigError("plots takes only run= (a training run directory, e.g. run=runs/detect/train)")

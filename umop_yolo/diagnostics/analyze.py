@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_criterion
-from umop_yolo.engine.level_stats import level_names
+from umop_yolo.engine.levels.level_stats import level_names
 from umop_yolo.errors import UserInputError
 
 TABLE_CSV = "levels_table.csv"
@@ -89,7 +89,7 @@ class LevelReport:
 
     def save(self, out_dir: Path, title: str) -> list[Path]:
         """Write levels_table.csv and the Fig. 2 box plot (per-image proportions) into `out_dir`."""
-        from umop_yolo.engine.level_plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
+        from umop_yolo.engine.levels.level_plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
 
         out_dir.mkdir(parents=True, exist_ok=True)
         rows = self.rows()
@@ -145,7 +145,7 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     from umop_yolo.data.resolve import resolve_data
     from umop_yolo.engine import runtime
     from umop_yolo.engine.build import build_model
-    from umop_yolo.engine.preflight import check_model_yaml
+    from umop_yolo.engine.run.preflight import check_model_yaml
     from umop_yolo.settings import check_umop_args
 
     if isinstance(batches, bool) or not isinstance(batches, int) or batches < 1:

@@ -12,11 +12,11 @@ from umop_yolo.cfg import experiment_args, mode_args, resolve_model
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine import runtime
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.log_rewrite import rewritten_log, umop_commands
 from umop_yolo.engine.mmdet_import import is_mmdet_file, mmdet_model
 from umop_yolo.engine.predictor import CocoDetectionPredictor
-from umop_yolo.engine.saving import saved_as_ultralytics
+from umop_yolo.engine.run.checkpoint import checkpoint_loading
+from umop_yolo.engine.run.saving import saved_as_ultralytics
 from umop_yolo.engine.trainer import UmopTrainer
 from umop_yolo.engine.validator import CocoDetectionValidator, training_test_args
 from umop_yolo.errors import UserInputError
@@ -32,7 +32,7 @@ class UmopYOLO(Model):
     RetinaNet/ATSS checkpoint `.pth` (`engine.mmdet_import`; `UmopYOLO('<model YAML>').load('file.pth')` takes the
     architecture from the YAML). Keyword arguments of train/val/predict/export are checked and completed as `umop
     MODE key=value` does (experiment `cfg=`, runs under `<runs_dir>/detect`, Ultralytics' `runs_dir` setting). A `.pt`
-    is loaded with the restricted unpickler (`umop_yolo.engine.checkpoint`) unless `trust_checkpoint=True`, which
+    is loaded with the restricted unpickler (`umop_yolo.engine.run.checkpoint`) unless `trust_checkpoint=True`, which
     later `train()`/`val()`/... calls inherit; a `.pth` is always read as data only.
     """
 

@@ -31,9 +31,9 @@ from ultralytics.engine.trainer import BaseTrainer
 from ultralytics.utils import RANK, WORLD_SIZE
 from ultralytics.utils.torch_utils import parse_device
 
-from umop_yolo.engine.preflight import check_resume_dir
-from umop_yolo.engine.run_lock import RunDirectoryInUseError, RunLock
-from umop_yolo.engine.saving import check_writable
+from umop_yolo.engine.run.preflight import check_resume_dir
+from umop_yolo.engine.run.run_lock import RunDirectoryInUseError, RunLock
+from umop_yolo.engine.run.saving import check_writable
 from umop_yolo.engine.ultralytics_internals import replaced
 from umop_yolo.errors import UserInputError
 

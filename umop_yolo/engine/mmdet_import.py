@@ -24,7 +24,7 @@ from umop_yolo.engine.dense_schema import DenseConfig
 from umop_yolo.engine.mmdet_config import ConfigTextError, model_yaml, parse_config
 from umop_yolo.engine.mmdet_read import class_names, config_text, read_checkpoint, state_dict_of
 from umop_yolo.engine.model_yaml_check import check_model_dict
-from umop_yolo.engine.safe_pickle import CheckpointError
+from umop_yolo.engine.run.safe_pickle import CheckpointError
 from umop_yolo.errors import UserInputError
 from umop_yolo.nn.backbone_weights import misfit
 from umop_yolo.nn.mmdet_keys import HEAD_CLASSIFIERS, detector_of, strip_wrappers, to_dense_keys

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from umop_yolo.engine import safe_pickle
-from umop_yolo.engine.safe_pickle import CheckpointError, UnsafeCheckpointError
+from umop_yolo.engine.run import safe_pickle
+from umop_yolo.engine.run.safe_pickle import CheckpointError, UnsafeCheckpointError
 
 RECORDED_PACKAGES = ("mmengine.", "mmcv.", "mmdet.")
 GETATTR = ("builtins.getattr", "__builtin__.getattr")

@@ -14,7 +14,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, YAML
 from umop_yolo.data.resolve import resolve_data
 from umop_yolo.engine import runtime
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.saving import check_writable
+from umop_yolo.engine.run.saving import check_writable
 from umop_yolo.eval.coco_json import CocoTarget, result_record
 from umop_yolo.nn.postprocess import keep_top_scores
 

@@ -20,15 +20,15 @@ from umop_yolo.data.resolve import resolve_data
 from umop_yolo.data.valid_region import record_valid_regions
 from umop_yolo.engine import ddp, runtime
 from umop_yolo.engine.build import build_model, check_weights_args
-from umop_yolo.engine.checkpoint import checkpoint_loading
 from umop_yolo.engine.dense import DenseDetectionModel
-from umop_yolo.engine.divergence import DivergenceError, DivergenceMonitor
-from umop_yolo.engine.level_plots import plot_results_without_levels, plot_run
-from umop_yolo.engine.level_stats import LEVEL_CALLBACKS, LevelRecorder, is_level_key
+from umop_yolo.engine.levels.level_plots import plot_results_without_levels, plot_run
+from umop_yolo.engine.levels.level_stats import LEVEL_CALLBACKS, LevelRecorder, is_level_key
 from umop_yolo.engine.mmdet_import import mmdet_start
-from umop_yolo.engine.preflight import check_train_inputs
-from umop_yolo.engine.run_lock import RunLock
-from umop_yolo.engine.saving import (
+from umop_yolo.engine.run.checkpoint import checkpoint_loading
+from umop_yolo.engine.run.divergence import DivergenceError, DivergenceMonitor
+from umop_yolo.engine.run.preflight import check_train_inputs
+from umop_yolo.engine.run.run_lock import RunLock
+from umop_yolo.engine.run.saving import (
     atomic_weights,
     kept_on_full_disk,
     remove_leftovers,

@@ -19,7 +19,7 @@ from umop_yolo.data.resolve import SOURCE_KEY
 from umop_yolo.data.voc import VOC_BOXES
 from umop_yolo.engine import runtime, ultralytics_internals
 from umop_yolo.engine.dense import decoding_at
-from umop_yolo.engine.saving import check_writable
+from umop_yolo.engine.run.saving import check_writable
 from umop_yolo.errors import UserInputError
 from umop_yolo.eval.coco_eval import METRICS, default_backend, evaluate_boxes
 from umop_yolo.eval.coco_gt import cached_yolo_gt, yolo_images

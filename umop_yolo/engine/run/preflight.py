@@ -14,9 +14,9 @@ from typing import Any
 
 from umop_yolo.cfg import ConfigError, check_values
 from umop_yolo.data.resolve import resolve_data
-from umop_yolo.engine.checkpoint import CheckpointError, load_file
 from umop_yolo.engine.mmdet_import import is_mmdet_file, mmdet_start
 from umop_yolo.engine.model_yaml_check import check_model_dict
+from umop_yolo.engine.run.checkpoint import CheckpointError, load_file
 from umop_yolo.settings import check_umop_args
 
 

@@ -22,7 +22,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from umop_yolo.distributed import nanmean_across_ranks
 from umop_yolo.engine.criterion import level_branches
-from umop_yolo.engine.saving import trim_epochs
+from umop_yolo.engine.run.saving import trim_epochs
 
 FIELDS = ("pos_ratio", "gamma", "alpha", "cls_loss")  # the buffer's last axis
 PREFIXES = {"gamma": "pfl/", "alpha": "pfl/"}  # results.csv / metrics prefix of each field; "level/" for the others

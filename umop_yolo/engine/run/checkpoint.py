@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from ultralytics.nn.tasks import DetectionModel
 
-from umop_yolo.engine import safe_pickle, ultralytics_internals
+from umop_yolo.engine import ultralytics_internals
 from umop_yolo.engine.model import UmopDetectionModel
 from umop_yolo.engine.model_yaml_check import check_model_dict
-from umop_yolo.engine.safe_pickle import CheckpointError
+from umop_yolo.engine.run import safe_pickle
+from umop_yolo.engine.run.safe_pickle import CheckpointError
 
 
 def _one_line(text: str) -> str:

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from ultralytics.utils.plotting import plot_results
 
-from umop_yolo.engine.level_stats import is_level_key
+from umop_yolo.engine.levels.level_stats import is_level_key
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 MARKERS, DASHES = "os^Dv", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
