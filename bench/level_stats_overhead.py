@@ -28,9 +28,11 @@ import torch
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
+from umop_yolo.engine import runtime
 from umop_yolo.engine.levels.level_stats import LevelRecorder, criterion_stats
 from umop_yolo.engine.model import UmopDetectionModel
+
+runtime.register()  # a script is an entry point: the UMOP keys in Ultralytics' defaults, offline
 
 
 def cpu_name() -> str:

@@ -43,10 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys with Ultralytics)
+from umop_yolo.engine import runtime
+from umop_yolo.engine.args_adapter import settings_from_args
 from umop_yolo.engine.build import build_model
 from umop_yolo.engine.dense_schema import load_model_yaml
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
+
+runtime.register()  # a script is an entry point: the UMOP keys in Ultralytics' defaults, offline
 
 TARGETS = {"step": 1.02, "loss": 1.15, "memory": 1.02}  # candidate / baseline at most; added syncs: 0
 
@@ -92,7 +95,7 @@ def yolo_case(imgsz: int, batch: int, nc: int, device: torch.device) -> Case:
     model = build_model("yolov8n.yaml", nc=nc, verbose=False).train().to(device)
     model.args = train_args(umop=True)
     criteria = {"stock": v8DetectionLoss(model), "umop=false": LevelSplitDetectionLoss(model),
-                "umop=true": PFLDetectionLoss(model)}
+                "umop=true": PFLDetectionLoss(model, pfl=settings_from_args(model.args).pfl)}
     return Case("YOLOv8n", model, synthetic_batch(batch, imgsz, 8, nc, device), criteria,
                 [("stock", "umop=true"), ("umop=false", "umop=true"), ("stock", "umop=false")],
                 [f"{imgsz} px, batch {batch}, {nc} classes, 8 boxes per image"])

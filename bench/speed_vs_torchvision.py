@@ -29,10 +29,12 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.nms import non_max_suppression
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP settings)
 from umop_yolo.cfg import MODELS_DIR
+from umop_yolo.engine import runtime
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.engine.dense_schema import load_model_yaml
+
+runtime.register()  # a script is an entry point: the UMOP keys in Ultralytics' defaults, offline
 
 NC = 80
 

@@ -24,8 +24,10 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.nms import non_max_suppression
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP settings)
+from umop_yolo.engine import runtime
 from umop_yolo.engine.dense import DenseDetectionModel
+
+runtime.register()  # a script is an entry point: the UMOP keys in Ultralytics' defaults, offline
 
 
 def shapes_like_batch(n: int, imgsz: int, nc: int) -> dict[str, torch.Tensor]:

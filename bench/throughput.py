@@ -23,8 +23,10 @@ from typing import Any
 import torch
 import yaml
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys with Ultralytics)
 from umop_yolo.data.resolve import resolve_data
+from umop_yolo.engine import runtime
+
+runtime.register()  # a script is an entry point: the UMOP keys in Ultralytics' defaults, offline
 
 TARGET = 0.98
 

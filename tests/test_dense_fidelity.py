@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from conftest import tiny_train_args
 from umop_yolo.engine.dense import DenseDetectionModel
 from umop_yolo.nn import AnchorGenerator, ATSSAssigner, ATSSLoss, DeltaXYWHBoxCoder, MaxIoUAssigner, RetinaNetLoss

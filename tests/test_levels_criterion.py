@@ -10,7 +10,6 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from conftest import tiny_batch
 from umop_yolo.diagnostics.analyze import assign
 from umop_yolo.engine.build import build_model

@@ -6,7 +6,6 @@ import pytest
 import torch
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from conftest import tiny_batch
 from umop_yolo.diagnostics.analyze import analyze_levels
 from umop_yolo.engine.dense import DenseDetectionModel

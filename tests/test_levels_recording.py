@@ -9,7 +9,6 @@ from torch.overrides import TorchFunctionMode
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.tal import TaskAlignedAssigner, make_anchors
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, LevelwiseBCE
 from umop_yolo.engine.model import UmopDetectionModel
 

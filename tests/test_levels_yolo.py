@@ -7,7 +7,6 @@ import pytest
 import torch
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from umop_yolo.diagnostics.analyze import LevelReport, analyze_levels, assign
 from umop_yolo.engine.criterion import LevelAssignment
 from umop_yolo.engine.levels.level_stats import LevelRecorder, criterion_stats

@@ -10,7 +10,6 @@ from ultralytics.cfg import get_cfg
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from conftest import read_csv, tiny_batch
 from umop_yolo.cfg import CFG_DIR, DATA_DIR, load_yaml, mode_args
 from umop_yolo.cli import main

@@ -8,7 +8,6 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss
 
-import umop_yolo.engine  # noqa: F401  (registers the UMOP keys)
 from umop_yolo.engine.args_adapter import settings_from_args
 from umop_yolo.engine.loss import LevelwisePFL, PFLDetectionLoss
 from umop_yolo.engine.model import UmopDetectionModel
