@@ -5,6 +5,7 @@ through `v8DetectionLoss.get_assigned_targets_and_loss`, the dense heads' anchor
 only the criterion's `assign`; they must not change.
 """
 
+import csv
 from types import SimpleNamespace
 
 import pytest
@@ -33,14 +34,34 @@ RATIO_SUMS = {  # per level: the sum over images of positive anchors / anchors o
 
 @pytest.mark.parametrize("model, umop", list(RECORDED))
 def test_analyze_gives_the_recorded_positives_for_both_loss_families(model, umop, tiny_shapes, tmp_path):
-    report = run("analyze", [f"model={model}", f"umop={umop}", f"data={tiny_shapes}", "imgsz=128", "batch=4",
-                             "device=cpu", f"project={tmp_path}", "name=an", "batches=2"])
+    reports = run("analyze", [f"model={model}", f"umop={umop}", f"data={tiny_shapes}", "imgsz=128", "batch=4",
+                              "device=cpu", f"project={tmp_path}", "name=an", "batches=2"])
+    report = reports["o2m" if "yolo26" in model else ""]
     positives, objects, unassigned, anchors = RECORDED[model, umop]
     assert (report.images, report.num_boxes) == (8, 65)
     assert report.positives == positives and report.objects == objects and report.unassigned == unassigned
     assert report.anchors == anchors
     assert [sum(r) for r in report.ratios] == pytest.approx(RATIO_SUMS[model], abs=1e-6)
     assert (tmp_path / "an" / "levels_table.csv").is_file()
+
+
+def test_analyze_reports_both_branches_of_an_end_to_end_head(tiny_shapes, tmp_path):
+    """YOLO26: the one-to-one branch's own assignment beside the one-to-many one, in the table (a `branch` column, as
+    levels.csv) and in one plot per branch; one-to-one keeps at most one positive per object."""
+    reports = run("analyze", ["model=yolo26n.yaml", f"data={tiny_shapes}", "imgsz=128", "batch=4", "device=cpu",
+                              f"project={tmp_path}", "name=an", "batches=2"])
+    assert list(reports) == ["o2m", "o2o"]
+    o2m, o2o = reports.values()
+    assert o2m.positives == RECORDED["yolo26n.yaml", False][0]  # the same batches for both branches
+    assert (o2o.images, o2o.num_boxes) == (8, 65)
+    assert o2o.positives == o2o.objects  # one positive per object: it counts once, on one level
+    assert sum(o2o.objects) + o2o.unassigned == o2o.num_boxes and sum(o2o.positives) < sum(o2m.positives)
+    with open(tmp_path / "an" / "levels_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["branch"], r["level"]) for r in rows] == [(b, p) for b in ("o2m", "o2o") for p in ("P3", "P4", "P5")]
+    assert [float(r["objects"]) for r in rows[3:]] == o2o.objects
+    assert all((tmp_path / "an" / f"levels_pos_ratio_{b}.png").is_file() for b in ("o2m", "o2o"))
+    assert not (tmp_path / "an" / "levels_pos_ratio.png").exists()
 
 
 def test_a_stock_ultralytics_checkpoint_is_analyzed_with_its_own_weights_and_assigner(tmp_path):
@@ -65,7 +86,7 @@ def test_a_stock_ultralytics_checkpoint_is_analyzed_with_its_own_weights_and_ass
     criterion.bce = seeing
     with torch.no_grad():
         (fg_mask, gt_index, *_), _, _ = criterion.get_assigned_targets_and_loss(stock(batch["img"])[1], batch)
-        result = assign(ours, batch)
+        result = assign(ours, batch)[""]
     assert fg_mask.any() and torch.equal(result.gt_index, gt_index)
     assert torch.equal(result.pos, seen["targets"].amax(-1) > 0)  # the positives Ultralytics' loss trains with
 

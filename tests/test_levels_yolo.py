@@ -9,7 +9,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 
 from umop_yolo.diagnostics.analyze import LevelReport, analyze_levels, assign
 from umop_yolo.engine.criterion import LevelAssignment
-from umop_yolo.engine.levels.level_stats import LevelRecorder, criterion_stats
+from umop_yolo.engine.levels.level_stats import LevelRecorder, branch_stats, criterion_stats
 from umop_yolo.engine.loss import LevelSplitDetectionLoss, PFLDetectionLoss
 from umop_yolo.engine.model import UmopDetectionModel
 
@@ -70,9 +70,11 @@ def test_stock_criterion_loss_shares_are_the_bce_split_by_level():
     torch.testing.assert_close(criterion.last_stats["loss"], want, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("yaml, umop", [("yolov8n.yaml", True), ("yolo26n.yaml", False)])  # both losses, E2E head
-def test_analyze_assignment_equals_the_criterion_positives(yaml, umop):
-    """End to end on a real forward pass: `umop analyze`'s positives per level are what the loss trains with."""
+@pytest.mark.parametrize("yaml, umop, branches", [("yolov8n.yaml", True, [""]),
+                                                   ("yolo26n.yaml", False, ["o2m", "o2o"])])  # both losses, E2E head
+def test_analyze_assignment_equals_the_criterion_positives(yaml, umop, branches):
+    """End to end on a real forward pass: `umop analyze`'s positives per level are what the loss trains with, in every
+    branch of an end-to-end head; the one-to-one branch keeps at most one positive per object."""
     g = torch.Generator().manual_seed(0)
     batch = {"img": torch.rand(2, 3, 128, 128, generator=g), "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
              "cls": torch.tensor([[0.0], [2.0], [1.0]]),
@@ -80,12 +82,18 @@ def test_analyze_assignment_equals_the_criterion_positives(yaml, umop):
     m = model(yaml, umop=umop).eval()
     with torch.no_grad():
         m.loss(batch)  # eval mode: the same predictions analyze sees
-        stats = criterion_stats(m.criterion)
-        pos, gt_index, sizes = assign(m, batch)
-    assert sizes == SIZES and gt_index.shape == pos.shape == (2, sum(SIZES))
-    assert [int(p.sum()) for p in pos.split(sizes, 1)] == stats["num_pos"].tolist()
-    report = analyze_levels(m, [batch], total=1)
-    assert report.positives == stats["num_pos"].long().tolist()
-    assert report.num_boxes == 3 and report.images == 2
-    assert all(0 <= o <= 3 for o in report.objects)
-    assert len(report.rows()) == 3 and "P5" in report.table()
+        stats = branch_stats(m.criterion)
+        assignments = assign(m, batch)
+    reports = analyze_levels(m, [batch], total=1)
+    assert list(assignments) == list(stats) == list(reports) == branches
+    for branch, (pos, gt_index, sizes) in assignments.items():
+        assert sizes == SIZES and gt_index.shape == pos.shape == (2, sum(SIZES))
+        assert [int(p.sum()) for p in pos.split(sizes, 1)] == stats[branch]["num_pos"].tolist()
+        report = reports[branch]
+        assert report.positives == stats[branch]["num_pos"].long().tolist() and report.branch == branch
+        assert report.num_boxes == 3 and report.images == 2
+        assert all(0 <= o <= 3 for o in report.objects)
+        assert len(report.rows()) == 3 and "P5" in report.table()
+    if "o2o" in reports:
+        assert 0 < sum(reports["o2o"].positives) <= 3 < sum(reports["o2m"].positives)
+        assert "one-to-one branch" in reports["o2o"].table()

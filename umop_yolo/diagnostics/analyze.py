@@ -6,6 +6,8 @@ Ultralytics' TaskAlignedAssigner, RetinaNet/ATSS their MaxIoU/ATSS assigners. Pe
 proportion of each image (positive anchors / anchors of that level) and the objects the level receives (ground-truth
 boxes with at least one positive anchor on it; a box can count on several levels). Positive anchors are those the loss
 trains as positives and levels.csv counts: a target above 0 (not TAL's fg_mask, which also holds anchors of target 0).
+An end-to-end head (YOLO26: Ultralytics' `E2ELoss`) is reported per branch, one-to-many (`o2m`) and one-to-one
+(`o2o`), each with its own assigner on its own predictions, as levels.csv records them.
 A stock Ultralytics checkpoint is rebuilt as ours with its weights (`checkpoint_model`).
 """
 
@@ -20,11 +22,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_criterion
-from umop_yolo.engine.levels.level_stats import level_names
+from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_branches
+from umop_yolo.engine.levels.level_stats import BRANCH_COLUMNS, BRANCH_NAMES, level_names
 from umop_yolo.errors import UserInputError
 
 TABLE_CSV = "levels_table.csv"
+BRANCH_PREDICTIONS = {"o2m": "one2many", "o2o": "one2one"}  # E2ELoss's branches: their key in the head's output
 
 
 @dataclass
@@ -33,6 +36,7 @@ class LevelReport:
 
     names: list[str]
     strides: list[int]
+    branch: str = ""  # '' for a single-branch head, else an end-to-end head's `o2m` or `o2o`
     ratios: list[list[float]] = field(init=False)  # per level: positive proportion of every image
     positives: list[int] = field(init=False)  # per level: positive anchors
     anchors: list[int] = field(init=False)  # per level: anchors per image (last batch's size)
@@ -75,50 +79,67 @@ class LevelReport:
                         "pos_pct_mean": r.mean(), "pos_pct_q1": q1, "pos_pct_median": med, "pos_pct_q3": q3,
                         "positives_per_image": self.positives[i] / self.images, "objects": self.objects[i],
                         "objects_pct": 100 * self.objects[i] / max(self.num_boxes, 1)})
+            if self.branch:
+                out[-1][BRANCH_COLUMNS[0]] = self.branch
         return out
 
     def table(self) -> str:
         """The per-level table as aligned text, with a totals line."""
         head = ("level", "stride", "anchors/img", "pos% mean", "q1", "median", "q3", "pos/img", "objects", "obj%")
-        lines = ["%8s%8s%13s%11s%9s%9s%9s%10s%9s%8s" % head]
+        lines = [f"{BRANCH_NAMES[self.branch]} branch"] if self.branch else []
+        lines.append("%8s%8s%13s%11s%9s%9s%9s%10s%9s%8s" % head)
         for r in self.rows():
-            lines.append("%8s%8d%13d%11.3f%9.3f%9.3f%9.3f%10.2f%9d%8.1f" % tuple(r.values()))
+            lines.append("%8s%8d%13d%11.3f%9.3f%9.3f%9.3f%10.2f%9d%8.1f" % tuple(r.values())[:len(head)])
         lines.append(f"{self.images} images, {self.num_boxes} boxes, {self.unassigned} with no positive anchor; "
                      "pos% = positive anchors / anchors of the level per image; obj% = boxes with a positive there")
         return "\n".join(lines)
 
-    def save(self, out_dir: Path, title: str) -> list[Path]:
-        """Write levels_table.csv and the Fig. 2 box plot (per-image proportions) into `out_dir`."""
+    def plot(self, out_dir: Path, title: str) -> Path:
+        """The Fig. 2 box plot of the per-image proportions, named after the branch as the level plots are."""
         from umop_yolo.engine.levels.level_plots import POS_RATIO_PNG, box_from_values, plot_positive_proportion
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        rows = self.rows()
-        with open(out_dir / TABLE_CSV, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+        png = f"{POS_RATIO_PNG[:-4]}_{self.branch}.png" if self.branch else POS_RATIO_PNG
+        title = f"{title}, {BRANCH_NAMES[self.branch]} branch" if self.branch else title
         boxes = [box_from_values(np.asarray(v), n) for v, n in zip(self.ratios, self.names)]
         note = f"{self.images} training images (augmented), {self.num_boxes} boxes; one value per image"
-        return [out_dir / TABLE_CSV, plot_positive_proportion(boxes, out_dir / POS_RATIO_PNG, title, note)]
+        return plot_positive_proportion(boxes, out_dir / png, title, note)
 
 
-def assign(model: nn.Module, batch: dict[str, Tensor]) -> LevelAssignment:
-    """Forward pass and the model's own target assignment for one preprocessed batch, no loss backward."""
-    return criterion_of(model).assign(model(batch["img"]), batch)
+def save_reports(reports: dict[str, LevelReport], out_dir: Path, title: str) -> list[Path]:
+    """Write levels_table.csv (all branches, one `branch` column for an end-to-end head) and each branch's plot."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [row for report in reports.values() for row in report.rows()]
+    with open(out_dir / TABLE_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    return [out_dir / TABLE_CSV, *(report.plot(out_dir, title) for report in reports.values())]
 
 
-def criterion_of(model: nn.Module) -> LevelCriterion:
-    """The model's criterion (an end-to-end head's one-to-many branch), as its trainer builds it from `model.args`."""
-    criterion = level_criterion(model.criterion)
-    if criterion is None:
+def assign(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, LevelAssignment]:
+    """Forward pass and the model's own target assignment for one preprocessed batch, no loss backward: per branch
+    (`engine.criterion.level_branches`), an end-to-end head's branches each on their own predictions."""
+    preds = model(batch["img"])
+    branches = criteria_of(model)
+    if set(branches) == set(BRANCH_PREDICTIONS):
+        raw = preds[1] if isinstance(preds, tuple) else preds  # eval mode: (decoded, raw) as Ultralytics' parse_output
+        return {name: c.assign(raw[BRANCH_PREDICTIONS[name]], batch) for name, c in branches.items()}
+    return {name: c.assign(preds, batch) for name, c in branches.items()}
+
+
+def criteria_of(model: nn.Module) -> dict[str, LevelCriterion]:
+    """The model's criteria by branch, as its trainer builds them from `model.args`."""
+    branches = level_branches(model.criterion)
+    if not branches:
         raise TypeError(f"{type(model).__name__}: its criterion {type(model.criterion).__name__} has no per-level "
                         "assignment (engine.criterion.LevelCriterion)")
-    return criterion
+    return branches
 
 
 @torch.no_grad()
-def analyze_levels(model: nn.Module, batches: Any, total: int | None = None) -> LevelReport:
-    """Assignment statistics over preprocessed batches (images in [0, 1] on the model's device), with a progress bar.
+def analyze_levels(model: nn.Module, batches: Any, total: int | None = None) -> dict[str, LevelReport]:
+    """Assignment statistics per branch ('' for a single-branch head) over preprocessed batches (images in [0, 1] on
+    the model's device), with a progress bar.
 
     The model runs in eval mode (no BatchNorm updates); `model.args` configures its criterion as in training.
     """
@@ -126,15 +147,18 @@ def analyze_levels(model: nn.Module, batches: Any, total: int | None = None) -> 
 
     model.eval()
     model.criterion = model.init_criterion()
-    report = LevelReport(level_names(model.stride), [int(s) for s in model.stride])
+    names, strides = level_names(model.stride), [int(s) for s in model.stride]
+    reports = {branch: LevelReport(names, strides, branch) for branch in criteria_of(model)}
     for batch in TQDM(batches, total=total, desc="Assigning targets"):
-        report.add(assign(model, batch), int(batch["cls"].shape[0]))
-    return report
+        for branch, assignment in assign(model, batch).items():
+            reports[branch].add(assignment, int(batch["cls"].shape[0]))
+    return reports
 
 
-def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
+def run_analysis(args: dict[str, Any], batches: int = 10) -> dict[str, LevelReport]:
     """`umop analyze`: build the model (YAML or .pt) and the training loader from experiment args, assign targets over
-    `batches` batches, print the per-level table and write it with the Fig. 2 plot to runs/detect/analyze*."""
+    `batches` batches, print the per-level table of each branch and write them with the Fig. 2 plots to
+    runs/detect/analyze*."""
     from ultralytics.cfg import get_cfg, get_save_dir
     from ultralytics.data import build_dataloader, build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
@@ -170,11 +194,13 @@ def run_analysis(args: dict[str, Any], batches: int = 10) -> LevelReport:
     loader = build_dataloader(dataset, batch_size, cfg.workers if device.type != "cpu" else 0, shuffle=True,
                               device=device)
     n = min(batches, len(loader))
-    report = analyze_levels(model, (_to_device(b, device) for _, b in zip(range(n), loader)), n)
+    reports = analyze_levels(model, (_to_device(b, device) for _, b in zip(range(n), loader)), n)
     out_dir = get_save_dir(cfg, name=cfg.name or "analyze")
-    report.save(out_dir, f"Positive proportion per level: {Path(str(cfg.model)).stem} on {Path(str(cfg.data)).stem}")
-    LOGGER.info(f"\n{report.table()}\nResults saved to {out_dir}")
-    return report
+    save_reports(reports, out_dir,
+                 f"Positive proportion per level: {Path(str(cfg.model)).stem} on {Path(str(cfg.data)).stem}")
+    tables = "\n\n".join(report.table() for report in reports.values())
+    LOGGER.info(f"\n{tables}\nResults saved to {out_dir}")
+    return reports
 
 
 def checkpoint_model(path: str) -> nn.Module:

@@ -41,8 +41,3 @@ def level_branches(criterion: Any) -> dict[str, LevelCriterion]:
         return {"o2m": criterion.one2many, "o2o": criterion.one2one}
     return {"": criterion} if isinstance(criterion, LevelCriterion) else {}
 
-
-def level_criterion(criterion: Any) -> LevelCriterion | None:
-    """The first of `level_branches`: the criterion itself, or the one-to-many branch of an `E2ELoss`, whose assignment
-    `umop analyze` reports; None for a criterion without the interface."""
-    return next(iter(level_branches(criterion).values()), None)

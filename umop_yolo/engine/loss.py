@@ -104,12 +104,12 @@ class LevelSplitDetectionLoss(v8DetectionLoss):
         return super().get_assigned_targets_and_loss(preds, batch, **assign_kwargs)
 
     def assign(self, preds: dict[str, Any] | tuple, batch: dict[str, Tensor]) -> LevelAssignment:
-        """TaskAlignedAssigner on the model's predictions (an end-to-end head's one-to-many ones), through Ultralytics'
+        """TaskAlignedAssigner on the model's predictions (for an end-to-end head, this branch's), through Ultralytics'
         own loss path, so `last_stats` is this batch's too (`engine.criterion.LevelCriterion`). Positives are the
         anchors with a target above 0, which the loss trains as positives and `last_stats` counts: TAL's fg_mask also
         holds anchors of target 0 (alignment metric 0, e.g. a predicted box that misses the object)."""
         preds = self.parse_output(preds)
-        (_, gt_index, *_), _, _ = self.get_assigned_targets_and_loss(preds.get("one2many", preds), batch)
+        (_, gt_index, *_), _, _ = self.get_assigned_targets_and_loss(preds, batch)
         return LevelAssignment(self.bce.positive, gt_index, self.bce.level_sizes)
 
 

@@ -21,13 +21,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from ultralytics.utils.plotting import plot_results
 
-from umop_yolo.engine.levels.level_stats import is_level_key
+from umop_yolo.engine.levels.level_stats import BRANCH_NAMES, is_level_key
 from umop_yolo.errors import InputNotFoundError, UserInputError
 
 MARKERS, DASHES = "os^Dv", ("-", "--", ":", "-.", (0, (5, 1, 1, 1)))
 POS_RATIO_PNG, GAMMA_ALPHA_PNG, CLS_LOSS_PNG = "levels_pos_ratio.png", "levels_gamma_alpha.png", "levels_cls_loss.png"
 LevelRows = dict[str, list[dict[str, float]]]
-BRANCH_NAMES = {"o2m": "one-to-many", "o2o": "one-to-one"}  # E2ELoss's branches, as levels.csv names them
 
 
 def read_levels(path: Path) -> dict[str, LevelRows]:

@@ -30,6 +30,7 @@ QUANTILES = {"min": 0.0, "q1": 0.25, "median": 0.5, "q3": 0.75, "max": 1.0}
 CSV_COLUMNS = ("iteration", "epoch", "level", "iterations", "pos_ratio_mean",
                *(f"pos_ratio_{k}" for k in QUANTILES), "gamma", "alpha", "cls_loss")
 BRANCH_COLUMNS = ("branch", "o2m_weight")  # after CSV_COLUMNS in an end-to-end head's levels.csv
+BRANCH_NAMES = {"o2m": "one-to-many", "o2o": "one-to-one"}  # E2ELoss's branches, as levels.csv names them
 UNNAMED_BRANCHES = ("", "o2m")  # results.csv names no branch for these: a single-branch head's, E2ELoss's one-to-many
 
 
