@@ -11,9 +11,9 @@ from ultralytics.utils import DEFAULT_CFG_DICT
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
 from conftest import tiny_batch
-from umop_yolo.diagnostics.analyze import BRANCH_PREDICTIONS, assign
+from umop_yolo.diagnostics.analyze import assign
 from umop_yolo.engine.build import build_model
-from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_branches
+from umop_yolo.engine.criterion import E2E_BRANCHES, LevelAssignment, LevelCriterion, level_branches
 from umop_yolo.engine.dense_criterion import DenseCriterion
 from umop_yolo.engine.loss import LevelSplitDetectionLoss
 
@@ -41,7 +41,7 @@ def test_both_loss_families_assign_the_positives_their_loss_trains_with(yaml, um
         assert isinstance(criterion, LevelCriterion)
         assert isinstance(criterion, DenseCriterion if "detector" in m.yaml else LevelSplitDetectionLoss)
         stats = {k: v.clone() for k, v in criterion.last_stats.items()}
-        result = criterion.assign(preds[BRANCH_PREDICTIONS[name]] if name else preds, b)  # E2ELoss: each its own
+        result = criterion.assign(preds[E2E_BRANCHES[name]] if name else preds, b)  # E2ELoss: each its own
         assert isinstance(result, LevelAssignment)
         anchors_per_location = 9 if "retinanet" in yaml else 1
         assert result.level_sizes == [n * anchors_per_location for n in SIZES]

@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from umop_yolo.engine.criterion import LevelAssignment, LevelCriterion, level_branches
+from umop_yolo.engine.criterion import E2E_BRANCHES, LevelAssignment, LevelCriterion, level_branches
 from umop_yolo.engine.levels.level_stats import BRANCH_COLUMNS, BRANCH_NAMES, level_names
 from umop_yolo.errors import UserInputError
 
 TABLE_CSV = "levels_table.csv"
-BRANCH_PREDICTIONS = {"o2m": "one2many", "o2o": "one2one"}  # E2ELoss's branches: their key in the head's output
 
 
 @dataclass
@@ -121,9 +120,9 @@ def assign(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, LevelAssignm
     (`engine.criterion.level_branches`), an end-to-end head's branches each on their own predictions."""
     preds = model(batch["img"])
     branches = criteria_of(model)
-    if set(branches) == set(BRANCH_PREDICTIONS):
+    if set(branches) == set(E2E_BRANCHES):
         raw = preds[1] if isinstance(preds, tuple) else preds  # eval mode: (decoded, raw) as Ultralytics' parse_output
-        return {name: c.assign(raw[BRANCH_PREDICTIONS[name]], batch) for name, c in branches.items()}
+        return {name: c.assign(raw[E2E_BRANCHES[name]], batch) for name, c in branches.items()}
     return {name: c.assign(preds, batch) for name, c in branches.items()}
 
 

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor
 
+E2E_BRANCHES = {"o2m": "one2many", "o2o": "one2one"}  # E2ELoss attribute = key of the head's raw output
+
 
 class LevelAssignment(NamedTuple):
     """One batch's assignment; anchors run level by level (P3 first), `level_sizes` anchors each."""
@@ -37,7 +39,7 @@ class LevelCriterion(Protocol):
 def level_branches(criterion: Any) -> dict[str, LevelCriterion]:
     """The criteria whose levels are recorded, by branch: Ultralytics' `E2ELoss` (YOLO26, YOLOv10) as its one-to-many
     (`o2m`) and one-to-one (`o2o`) criteria, any other as itself under the name ''; {} without the interface."""
-    if all(isinstance(getattr(criterion, k, None), LevelCriterion) for k in ("one2many", "one2one")):
-        return {"o2m": criterion.one2many, "o2o": criterion.one2one}
+    if all(isinstance(getattr(criterion, k, None), LevelCriterion) for k in E2E_BRANCHES.values()):
+        return {name: getattr(criterion, key) for name, key in E2E_BRANCHES.items()}
     return {"": criterion} if isinstance(criterion, LevelCriterion) else {}
 
