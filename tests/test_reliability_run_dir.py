@@ -1,6 +1,7 @@
 """One training per run directory: a second training into a locked run stops in one line and changes nothing; a lock
 of a killed process does not block; a save removes only its own temporary folder; the next training removes what
-killed ones left, and the log names final paths; the package imports where fcntl is unavailable."""
+killed ones left, and the log names final paths; the package imports where fcntl is unavailable; `umop ablate`
+never clears the directory of a run that another training holds."""
 
 import logging
 import signal
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import tiny_train_args
+from umop_yolo.ablate.runner import clear_run_dir
 from umop_yolo.cli import main
 from umop_yolo.engine.run.run_lock import RunDirectoryInUseError, RunLock
 from umop_yolo.engine.run.saving import PARTIAL_PREFIX, atomic_weights
@@ -129,3 +131,34 @@ def test_next_training_removes_what_killed_saves_left_and_logs_final_paths(tiny_
     assert not [line for line in lines if PARTIAL_PREFIX in line]
     assert any(f"Optimizer stripped from {run / 'weights' / 'last.pt'}" in line for line in lines)
     assert any(f"Validating {run / 'weights' / 'best.pt'}" in line for line in lines)
+
+
+def test_ablation_never_clears_the_run_of_a_training_that_holds_its_lock(tiny_shapes, tmp_path, lock_holder, capsys):
+    # a training of this run started by another `umop ablate` and has not saved its first checkpoint yet
+    run = tmp_path / "abl" / "baseline-seed0"
+    run.mkdir(parents=True)
+    (run / "args.yaml").write_text("epochs: 1\n")
+    (run / "levels.csv").write_text("step,level\n")
+    lock_holder(run)
+    before = snapshot(run)
+
+    argv = ["ablate", *tiny_train_args(tiny_shapes, tmp_path, name="abl", imgsz=64), "seeds=[0]", "variants=baseline"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "baseline-seed0' is in use by another training" in err[0]
+    assert snapshot(run) == before
+
+
+def test_clearing_a_run_without_checkpoint_keeps_only_the_lock_file_and_releases_it(tmp_path):
+    run, outside = tmp_path / "run", tmp_path / "outside.txt"
+    (run / "weights").mkdir(parents=True)
+    (run / "results.csv").write_text("epoch\n")
+    (run / "weights" / "best.pt").write_bytes(b"x")
+    outside.write_text("not the run's")
+    (run / "link.txt").symlink_to(outside)
+
+    clear_run_dir(run)
+    assert [p.name for p in run.iterdir()] == [".lock"]
+    assert outside.read_text() == "not the run's"  # a link is removed, never followed
+    with RunLock(run):  # free again for the training that follows
+        pass

@@ -15,6 +15,7 @@ import yaml
 
 from umop_yolo.ablate.report import run_name, write_report
 from umop_yolo.cfg import ConfigError, runs_dir
+from umop_yolo.engine.run.run_lock import LOCK_NAME, RunLock
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.eval.metrics import COCO_KEYS
 
@@ -125,6 +126,19 @@ def check_settings(out: Path, common: dict[str, Any], own: dict[str, dict[str, A
     path.write_text(yaml.safe_dump(saved, sort_keys=True))
 
 
+def clear_run_dir(run_dir: Path) -> None:
+    """Empty a run directory under its lock: a training that is still running holds that lock from before its first
+    write to its last, so its directory is never removed from under it (`RunDirectoryInUseError`, one line)."""
+    with RunLock(run_dir):
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def train_run(run: Run, settings: dict[str, Any], epochs: int) -> None:
     """Train one run with the variant's `settings` to `epochs` (resuming from its last.pt when an earlier call was
     interrupted)."""
@@ -134,7 +148,7 @@ def train_run(run: Run, settings: dict[str, Any], epochs: int) -> None:
     if last.is_file():
         overrides = {"resume": str(last), **{k: settings[k] for k in FREE_KEYS & set(settings)}}
     else:
-        shutil.rmtree(run.dir, ignore_errors=True)  # a run that never saved a checkpoint starts over
+        clear_run_dir(run.dir)  # a run that never saved a checkpoint starts over
         overrides = {**settings, "seed": run.seed}
     # save_dir: Ultralytics would put a relative project under its own runs_dir, and a resume anywhere it likes
     UmopTrainer(overrides={**overrides, "save_dir": str(run.dir)}).train()
