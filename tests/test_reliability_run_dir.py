@@ -13,9 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import tiny_train_args
-from umop_yolo.ablate.runner import clear_run_dir
 from umop_yolo.cli import main
-from umop_yolo.engine.run.run_lock import RunDirectoryInUseError, RunLock
+from umop_yolo.engine.run.run_lock import RunDirectoryInUseError, RunLock, clear_run_dir
 from umop_yolo.engine.run.saving import PARTIAL_PREFIX, atomic_weights
 
 HOLD_LOCK = """

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import yaml
 
 from umop_yolo.ablate.report import run_name, write_report
 from umop_yolo.cfg import ConfigError, runs_dir
-from umop_yolo.engine.run.run_lock import LOCK_NAME, RunLock
+from umop_yolo.engine.run.run_lock import clear_run_dir
 from umop_yolo.eval.coco_eval import METRICS
 from umop_yolo.eval.metrics import COCO_KEYS
 
@@ -124,19 +123,6 @@ def check_settings(out: Path, common: dict[str, Any], own: dict[str, dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     saved["variants"].update(wanted["variants"])
     path.write_text(yaml.safe_dump(saved, sort_keys=True))
-
-
-def clear_run_dir(run_dir: Path) -> None:
-    """Empty a run directory under its lock: a training that is still running holds that lock from before its first
-    write to its last, so its directory is never removed from under it (`RunDirectoryInUseError`, one line)."""
-    with RunLock(run_dir):
-        for entry in run_dir.iterdir():
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
 
 
 def train_run(run: Run, settings: dict[str, Any], epochs: int) -> None:

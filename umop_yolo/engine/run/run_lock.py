@@ -9,6 +9,7 @@ liveness from a PID. Its soft fallback (a lock that is only the file's existence
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -57,3 +58,18 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def clear_run_dir(run_dir: str | Path) -> None:
+    """Empty a run directory (all but the lock file) under its lock: a training that is still running holds that lock
+    from before its first write to its last, so its directory is never removed from under it (`RunDirectoryInUseError`).
+    Links are removed, never followed."""
+    run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
